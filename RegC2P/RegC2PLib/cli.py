@@ -1,0 +1,43 @@
+"""The ``regc2p`` command line: one sub-command per module in ``commands/``.
+
+Every sub-command module exposes ``register(subparsers)``, which adds its parser and
+sets ``func(args) -> int``. A :class:`~RegC2PLib.errors.RegC2PError` becomes a one-line
+``regc2p: error: ...`` message and exit status 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import RegC2PError
+
+# Sub-command modules, in the order the help lists them (pipeline order).
+COMMANDS = ("phantom", "train", "translate", "evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regc2p",
+        description="Synthetic PET from CT: slice-wise GAN translation with 3D refinement (RegC2P).",
+    )
+    parser.add_argument("--version", action="version", version=f"regc2p {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"{__package__}.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RegC2PError as exc:
+        print(f"regc2p: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("regc2p: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,178 @@
+"""Model configuration: one object that decides every width, depth and scale.
+
+A :class:`ModelConfig` travels inside every model file, so a file always rebuilds
+exactly the networks it holds and normalises intensities the way they were trained.
+Two presets exist:
+
+* ``paper`` — the published sizes (RegGAN's generator, registration network and
+  discriminator at 256×256; about 97 GFLOP per slice for G).
+* ``small`` — for CPUs, tests and the demo: 128×128 slices, 16 base channels, six
+  residual blocks (1.1 GFLOP per 128×128 slice for G, 0.7 GFLOP per slice for F;
+  ``paper``: 97.5 and 10.9 GFLOP per 256×256 slice, measured with torch's FlopCounterMode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ModelFileError
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """CycleGAN-style ResNet generator G (DESIGN.md §2)."""
+
+    base_channels: int = 64
+    n_downsampling: int = 2
+    n_residual_blocks: int = 9
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    """Residual U-Net R predicting a 2-channel displacement field in pixels."""
+
+    down_channels: tuple[int, ...] = (32, 64, 64, 64, 64, 64, 64)
+    up_channels: tuple[int, ...] = (64, 64, 64, 64, 64, 64, 32)
+    bottleneck_channels: int = 128
+    n_bottleneck_blocks: int = 3
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """PatchGAN discriminator D: ``n_layers`` stride-2 convolutions, then two stride-1."""
+
+    base_channels: int = 64
+    n_layers: int = 3
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """Light 3D U-Net F on windows of consecutive slices.
+
+    Pooling is in-plane only (1, 2, 2), so any window length works; the network is
+    residual (output = input + correction) and starts as the identity.
+    ``window`` and ``stride`` are the defaults the refiner was trained/validated with.
+    """
+
+    channels: tuple[int, ...] = (16, 32, 64)
+    window: int = 8
+    stride: int = 4
+
+
+@dataclass(frozen=True)
+class IntensityConfig:
+    """Linear maps from physical units to the network scale [-1, 1].
+
+    CT: HU in ``[ct_hu_min, ct_hu_max]`` -> [-1, 1], clipped (metal and dense bone
+    saturate at +1). PET: SUV in ``[0, pet_suv_max]`` -> [-1, 1], clipped.
+    The paper's group stores CT as (HU + 1024) / 2047, i.e. the default range here.
+    """
+
+    ct_hu_min: float = -1024.0
+    ct_hu_max: float = 1023.0
+    pet_suv_max: float = 20.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the networks and pre/post-process volumes."""
+
+    preset: str = "paper"
+    image_size: int = 256
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def with_changes(self, **changes: Any) -> ModelConfig:
+        """A copy with some top-level fields replaced (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Rebuild from :meth:`to_dict` output; unknown or missing keys are errors."""
+        try:
+            return _from_dict(cls, data)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ModelFileError(
+                f"model configuration is invalid ({exc}); re-export the model with this version of RegC2P"
+            ) from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"model configuration is not valid JSON ({exc.msg})") from exc
+        return cls.from_dict(data)
+
+    def __post_init__(self) -> None:
+        stride = 2**self.generator.n_downsampling
+        if self.image_size % stride or self.image_size < 32:
+            raise ValueError(f"image_size {self.image_size} must be >= 32 and divisible by {stride}")
+        if len(self.registration.down_channels) != len(self.registration.up_channels):
+            raise ValueError("registration down_channels and up_channels must have the same length")
+        if not 1 <= self.refiner.stride <= self.refiner.window:
+            raise ValueError("refiner stride must be between 1 and the window length")
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(f"format version {self.format_version} is not supported (expected {FORMAT_VERSION})")
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__} must be an object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise KeyError(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = (
+            fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else fields[name].default
+        )
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value)
+        elif isinstance(default, tuple):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "paper": ModelConfig(),
+    "small": ModelConfig(
+        preset="small",
+        image_size=128,
+        generator=GeneratorConfig(base_channels=16, n_downsampling=2, n_residual_blocks=6),
+        registration=RegistrationConfig(
+            down_channels=(16, 32, 32, 32, 32),
+            up_channels=(32, 32, 32, 32, 16),
+            bottleneck_channels=64,
+            n_bottleneck_blocks=2,
+        ),
+        discriminator=DiscriminatorConfig(base_channels=32, n_layers=3),
+        refiner=RefinerConfig(channels=(8, 16, 32), window=8, stride=4),
+    ),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """The named preset (``paper`` or ``small``)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None

@@ -1,0 +1,13 @@
+"""Data: synthetic PET/CT phantoms, the study folder layout, splits and training samples.
+
+* :mod:`.phantom` — ``PhantomConfig``, ``generate_case``, ``write_dataset`` (``regc2p phantom``);
+  built from :mod:`.phantom_grid`, :mod:`.phantom_anatomy`, :mod:`.phantom_lesions`,
+  :mod:`.pet_physics` and :mod:`.misalignment`.
+* :mod:`.studies` — ``discover_studies``, ``load_study`` (CT in HU, PET in SUVbw on the CT grid).
+* :mod:`.dicom_suv` — ``read_pet_suv`` (SUVbw from PET DICOM headers), ``read_ct_hu``.
+* :mod:`.split` — ``split_studies``, ``write_manifest``, ``read_manifest``, ``select``.
+* :mod:`.samples` — ``SliceDataset``, ``WindowDataset``, ``NpySliceDataset``, ``loader_speed``.
+
+Arrays are (z, y, x); images are SimpleITK (LPS); CT in HU, PET in SUVbw, float32.
+Submodules are imported on use, so importing the package stays light.
+"""

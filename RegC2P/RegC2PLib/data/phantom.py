@@ -1,0 +1,323 @@
+"""Synthetic whole-body FDG PET/CT phantoms with realistic misalignment.
+
+:func:`generate_case` builds one patient from a seed: tissue labels head to upper
+thigh (:mod:`.phantom_anatomy`), lesions (:mod:`.phantom_lesions`), a CT in HU, the
+aligned PET in SUVbw (ground truth) and the misaligned PET a model trains on
+(:mod:`.misalignment`), both formed by :mod:`.pet_physics` on a coarser PET grid.
+:func:`write_dataset` writes cases in the study layout of :mod:`.studies`.
+
+Geometry: identity direction (LPS, axial slices, slice index grows towards the head),
+the vertex of the skull 10 mm below the top of the field of view, the body centred
+in-plane. The same seed gives the same voxels on any machine with the same numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..atomic import atomic_path
+from ..errors import InputError
+from ..progress import ProgressCallback, no_progress
+from ..volume_io import write_image
+from .misalignment import Misalignment
+from .pet_physics import add_noise, blur_fwhm, noise_field, sample, smooth_field
+from .phantom_anatomy import BodyPlan, Tissue, TissueValues, draw_body_plan, paint_anatomy, tissue_values
+from .phantom_grid import Grid
+from .phantom_lesions import Lesion, place_lesions
+
+BODY_LENGTH_MM = 940.0  # vertex to upper thigh: the default field of view along z
+BODY_WIDTH_MM = 520.0  # default in-plane field of view
+TOP_MARGIN_MM = 10.0
+SUV_CAP = 40.0  # bladder and renal pelvis are clipped here
+CASE_FILES = ("ct.nii.gz", "pet.nii.gz", "pet_aligned.nii.gz", "lesions.nii.gz", "organs.nii.gz", "phantom.json")
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """How phantoms are made. Shapes and spacings are (z, y, x); lengths in mm.
+
+    ``spacing`` None fits the body: z covers vertex to upper thigh (940 mm), in-plane
+    520 mm. ``misalign`` is RegGAN's noise level L (0 = none); ``breathing_mm`` the
+    largest diaphragm shift (drawn per case in 30-100 % of it; 0 = none). PET pixels
+    are ``pet_pixel_mm`` in-plane and ``pet_slice_mm`` thick, never finer than the CT.
+    """
+
+    shape: tuple[int, int, int] = (96, 128, 128)
+    spacing: tuple[float, float, float] | None = None
+    misalign: float = 2.0
+    breathing_mm: float = 10.0
+    pet_fwhm_mm: float = 6.0
+    pet_pixel_mm: float = 4.0
+    pet_slice_mm: float = 4.0
+    pet_noise: float = 0.15
+    ct_noise_hu: float = 10.0
+    lesions: tuple[int, int] = (2, 5)
+
+    def __post_init__(self) -> None:
+        if len(self.shape) != 3 or min(self.shape) < 8 or max(self.shape) > 1024:
+            raise InputError(f"phantom shape {self.shape} is not usable; give three sizes Z Y X between 8 and 1024")
+        if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
+            raise InputError(f"phantom spacing {self.spacing} is not usable; give three positive sizes Z Y X in mm")
+        if not 0 <= self.misalign <= 10:
+            raise InputError(f"misalignment level {self.misalign} is out of range; use 0 (none) to 10 (RegGAN uses 1-5)")
+        if not 0 <= self.breathing_mm <= 40:
+            raise InputError(f"breathing shift {self.breathing_mm} mm is out of range; use 0 to 40 mm")
+        if self.pet_fwhm_mm < 0 or self.pet_pixel_mm <= 0 or self.pet_slice_mm <= 0 or self.pet_noise < 0 or self.ct_noise_hu < 0:
+            raise InputError("PET FWHM, PET pixel and slice sizes and noise levels must be positive")
+        if not 0 <= self.lesions[0] <= self.lesions[1] <= 255:
+            raise InputError(f"lesion count range {self.lesions} is not usable; give MIN <= MAX between 0 and 255")
+
+    def ct_grid(self) -> Grid:
+        """The CT grid: field of view from just above the vertex downwards, centred in-plane."""
+        nz, ny, nx = self.shape
+        if self.spacing is None:
+            pixel = BODY_WIDTH_MM / max(ny, nx)
+            spacing = (BODY_LENGTH_MM / nz, pixel, pixel)
+        else:
+            spacing = tuple(float(s) for s in self.spacing)
+        top = TOP_MARGIN_MM - spacing[0] / 2.0
+        origin = (top - (nz - 1) * spacing[0], -(ny - 1) / 2.0 * spacing[1], -(nx - 1) / 2.0 * spacing[2])
+        return Grid((nz, ny, nx), spacing, origin)  # type: ignore[arg-type]
+
+    def pet_grid(self) -> Grid:
+        ct = self.ct_grid()
+        s = ct.spacing
+        return ct.resampled((max(self.pet_slice_mm, s[0]), max(self.pet_pixel_mm, s[1]), max(self.pet_pixel_mm, s[2])))
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class PhantomCase:
+    """One synthetic study. Images are SimpleITK, float32 unless noted.
+
+    ``ct`` HU on the CT grid; ``pet`` misaligned SUVbw (what training sees) and
+    ``pet_aligned`` ground-truth SUVbw, both on the coarser PET grid; ``lesions``
+    uint8 (one label per lesion) and ``organs`` uint8 (:class:`Tissue` labels), both
+    on the CT grid.
+    """
+
+    seed: int
+    ct: sitk.Image
+    pet: sitk.Image
+    pet_aligned: sitk.Image
+    lesions: sitk.Image
+    organs: sitk.Image
+    lesion_list: list[Lesion]
+    misalignment: Misalignment
+    plan: BodyPlan
+    values: TissueValues
+    config: PhantomConfig
+    info: dict[str, object] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, object]:
+        """JSON-ready description: seed, config, lesions, misalignment, tissue values."""
+        return {
+            "seed": self.seed,
+            "config": self.config.to_dict(),
+            "units": {"ct": "HU", "pet": "SUVbw", "pet_aligned": "SUVbw"},
+            "lesions": [lesion.to_dict() for lesion in self.lesion_list],
+            "misalignment": self.misalignment.to_dict(),
+            "tissues": {t.name.lower(): {"hu": float(self.values.hu[t]), "suv": float(self.values.suv[t])} for t in Tissue},
+            "body": {"length_scale": self.plan.length, "width_scale": self.plan.width, "fat_mm": self.plan.fat_mm},
+        }
+
+
+def case_seed(seed: int, index: int) -> int:
+    """Seed of case ``index`` of a dataset made with ``seed`` (independent of the case count)."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint32)[0])
+
+
+def generate_case(config: PhantomConfig, seed: int) -> PhantomCase:
+    """Generate one patient. Anatomy, lesions, noise and misalignment use separate random
+    streams of ``seed``, so changing the misalignment leaves the CT and aligned PET as they were."""
+    rng_body, rng_values, rng_lesions, rng_texture, rng_noise, rng_motion = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(6)
+    )
+    grid = config.ct_grid()
+    plan = draw_body_plan(rng_body)
+    values = tissue_values(rng_values)
+    labels = paint_anatomy(grid, plan)
+    count = int(rng_lesions.integers(config.lesions[0], config.lesions[1] + 1))
+    lesion_map, lesions = place_lesions(grid, labels, plan, values, count, rng_lesions)
+
+    hu, suv = _ct_and_activity(grid, labels, lesion_map, lesions, values, config, rng_texture)
+
+    pet_grid = config.pet_grid()
+    blurred = blur_fwhm(suv, grid.spacing, config.pet_fwhm_mm, pet_grid.spacing)
+    d, y, x = pet_grid.depth[:, None, None], pet_grid.y[None, :, None], pet_grid.x[None, None, :]
+    ext = grid.extent_mm()
+    motion = Misalignment.draw(
+        rng_motion,
+        config.misalign,
+        config.breathing_mm,
+        (ext[1], ext[2]),
+        (float(grid.y.mean()), float(grid.x.mean())),
+        plan.apex,
+        plan.dome_right,
+        float(plan.spine_y(np.array([plan.dome_right]))[0]),
+    )
+    noise = noise_field(rng_noise, pet_grid.shape)
+    aligned = add_noise(sample(blurred, grid, d, y, x), noise, config.pet_noise)
+    moved = (
+        aligned.copy()
+        if motion.is_identity
+        else add_noise(sample(blurred, grid, *motion.source_points(d, y, x)), noise, config.pet_noise)
+    )
+
+    return PhantomCase(
+        seed=int(seed),
+        ct=grid.image(hu),
+        pet=pet_grid.image(moved),
+        pet_aligned=pet_grid.image(aligned),
+        lesions=grid.image(lesion_map),
+        organs=grid.image(labels),
+        lesion_list=lesions,
+        misalignment=motion,
+        plan=plan,
+        values=values,
+        config=config,
+    )
+
+
+def _ct_and_activity(
+    grid: Grid,
+    labels: np.ndarray,
+    lesion_map: np.ndarray,
+    lesions: list[Lesion],
+    values: TissueValues,
+    config: PhantomConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """CT (HU) and true activity (SUV) on the CT grid, float32 (z, y, x)."""
+    soft = smooth_field(rng, grid.shape, grid.spacing, 30.0)
+    fine = smooth_field(rng, grid.shape, grid.spacing, 10.0)
+    bowel = smooth_field(rng, grid.shape, grid.spacing, 14.0)
+    hu = values.hu[labels]
+    suv = values.suv[labels]
+    body = (labels != Tissue.AIR) & (labels != Tissue.TABLE) & (labels != Tissue.AIRWAY)
+    hu += np.where(body, 5.0 * soft, 0.0).astype(np.float32)
+    lung = labels == Tissue.LUNG
+    hu[lung] += 30.0 * fine[lung] + 120.0 * np.clip(fine[lung] - 1.5, 0.0, None)  # parenchyma and vessels
+    abdomen = labels == Tissue.ABDOMEN
+    hu[abdomen] += 25.0 * bowel[abdomen]
+    hu[abdomen & (bowel < -1.4)] = values.hu[Tissue.FAT]  # mesenteric fat between the loops
+    suv[abdomen] *= np.clip(1.0 + 0.45 * bowel[abdomen], 0.5, 2.5)  # bowel uptake varies
+    for organ, amount in ((Tissue.LIVER, 0.06), (Tissue.SPLEEN, 0.06), (Tissue.MUSCLE, 0.12), (Tissue.BONE_MARROW, 0.1)):
+        mask = labels == organ
+        suv[mask] *= 1.0 + amount * soft[mask]
+    for lesion in lesions:
+        mask = lesion_map == lesion.label
+        hu[mask] = lesion.hu
+        suv[mask] = lesion.suv
+    np.minimum(suv, SUV_CAP, out=suv)
+    np.maximum(suv, 0.0, out=suv)
+    # CT: slight blur (partial volume at organ edges), then quantum noise.
+    sigma = [max(0.3, 0.6 / s) for s in grid.spacing]
+    hu = ndimage.gaussian_filter(hu, [min(v, 0.6) for v in sigma], mode="nearest")
+    hu += config.ct_noise_hu * rng.standard_normal(hu.shape, dtype=np.float32)
+    np.maximum(hu, -1024.0, out=hu)
+    return hu.astype(np.float32, copy=False), suv.astype(np.float32, copy=False)
+
+
+def write_case(case: PhantomCase, folder: str | os.PathLike[str]) -> None:
+    """Write one case as a study folder (``ct``, ``pet``, ``pet_aligned``, ``lesions``,
+    ``organs`` .nii.gz and ``phantom.json``), atomically: a temporary folder beside it
+    is renamed into place, so a study folder is either complete or absent."""
+    folder = Path(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a dataset is meant to be shared
+    try:
+        for name, image in (
+            ("ct.nii.gz", case.ct),
+            ("pet.nii.gz", case.pet),
+            ("pet_aligned.nii.gz", case.pet_aligned),
+            ("lesions.nii.gz", case.lesions),
+            ("organs.nii.gz", case.organs),
+        ):
+            write_image(image, tmp / name)
+        (tmp / "phantom.json").write_text(json.dumps(case.metadata(), indent=1))
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _make_and_write(config: PhantomConfig, seed: int, folder: str) -> str:
+    write_case(generate_case(config, seed), folder)
+    return folder
+
+
+def write_dataset(
+    out_dir: str | os.PathLike[str],
+    n_cases: int,
+    config: PhantomConfig | None = None,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+    workers: int = 1,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write ``n_cases`` studies ``case_0000`` ... into ``out_dir`` (created if needed).
+
+    Case ``i`` uses :func:`case_seed` ``(seed, i)``. ``workers`` > 1 generates cases in
+    parallel processes (same files). Existing case folders are refused unless
+    ``overwrite``. Also writes ``phantom_dataset.json`` (config, seed, case seeds).
+    Returns the study folders.
+    """
+    config = config or PhantomConfig()
+    progress = progress or no_progress
+    if n_cases < 1:
+        raise InputError(f"--cases is {n_cases}; ask for at least one case")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give a folder for the phantom dataset")
+    out.mkdir(parents=True, exist_ok=True)
+    folders = [out / f"case_{i:04d}" for i in range(n_cases)]
+    existing = [f.name for f in folders if f.exists()]
+    if existing and not overwrite:
+        raise InputError(
+            f"{out} already holds {existing[0]} (and {len(existing) - 1} more); choose an empty folder or overwrite (--overwrite)"
+        )
+    seeds = [case_seed(seed, i) for i in range(n_cases)]
+    start = time.perf_counter()
+    progress(0.0, f"generating {n_cases} phantom cases")
+    if workers > 1 and n_cases > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, n_cases)) as pool:
+            futures = [pool.submit(_make_and_write, config, s, str(f)) for s, f in zip(seeds, folders)]
+            for done, future in enumerate(futures, 1):
+                future.result()
+                progress(done / n_cases, f"wrote {folders[done - 1].name}")
+    else:
+        for done, (s, f) in enumerate(zip(seeds, folders), 1):
+            _make_and_write(config, s, str(f))
+            progress(done / n_cases, f"wrote {f.name}")
+    summary = {
+        "generator": "RegC2P phantom",
+        "seed": int(seed),
+        "n_cases": n_cases,
+        "config": config.to_dict(),
+        "cases": {f.name: s for f, s in zip(folders, seeds)},
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    with atomic_path(out / "phantom_dataset.json", ".json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    return folders

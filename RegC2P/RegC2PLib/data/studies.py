@@ -1,0 +1,265 @@
+"""The dataset folder layout: one sub-folder per PET/CT study.
+
+::
+
+    DATASET/
+      patient_001/
+        ct.nii.gz            CT in HU (any SimpleITK format) or ct/ = a DICOM series folder
+        pet.nii.gz           PET in SUVbw, or pet/ = a PET DICOM series (converted to SUVbw)
+        pet_aligned.nii.gz   optional: PET aligned with the CT (ground truth, phantoms only)
+        lesions.nii.gz       optional: lesion label map
+        study.json           optional: {"suv_factor": F} (SUV per Bq/ml) when the PET is in Bq/ml
+                             or its DICOM header lacks what SUVbw needs
+      patient_002/ ...
+
+:func:`discover_studies` finds the studies and reports every folder it cannot use and
+why; :func:`load_study` reads one study and resamples the PET (and the optional
+volumes) onto the CT grid by physical coordinates (origin, direction and spacing of
+each image honoured), refusing a CT and a PET that do not overlap in space.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+from ..volume_io import WRITABLE_SUFFIXES, check_volume, read_image, resample_onto, to_axial
+from .dicom_suv import read_ct_hu, read_pet_suv
+
+ROLES = ("ct", "pet", "pet_aligned", "lesions")
+REQUIRED = ("ct", "pet")
+SUV_PLAUSIBLE_MAX = 500.0  # above this a "SUV" PET is almost surely Bq/ml
+
+
+@dataclass(frozen=True)
+class Study:
+    """Paths of one study. ``ct``/``pet`` are files or DICOM series folders."""
+
+    name: str
+    folder: Path
+    ct: Path
+    pet: Path
+    pet_aligned: Path | None = None
+    lesions: Path | None = None
+    suv_factor: float | None = None
+
+    def sources(self) -> list[Path]:
+        """Every input file of the study (DICOM folders expanded), for cache keys."""
+        files: list[Path] = []
+        for path in (self.ct, self.pet, self.pet_aligned, self.lesions, self.folder / "study.json"):
+            if path is None or not path.exists():
+                continue
+            if path.is_dir():
+                files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+            else:
+                files.append(path)
+                if path.name.lower().endswith(".mhd"):  # header + raw data file
+                    files.extend(sorted(path.parent.glob(path.name[: -len(".mhd")] + ".*raw")))
+        return files
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A study (or file) that was not used, and why."""
+
+    name: str
+    reason: str
+
+
+@dataclass
+class LoadedStudy:
+    """One study on the CT grid, reoriented to axial LPS: ``ct`` HU, ``pet``/``pet_aligned`` SUVbw (float32),
+    ``lesions`` (uint8 or None); ``coverage`` (nz,) is the fraction of each CT slice
+    inside the PET field of view."""
+
+    name: str
+    ct: sitk.Image
+    pet: sitk.Image
+    pet_aligned: sitk.Image | None
+    lesions: sitk.Image | None
+    coverage: np.ndarray
+
+
+def _role_of(path: Path) -> tuple[str, bool] | None:
+    """(role, is_dicom_folder) of a study-folder entry, or None if it is not a study volume."""
+    lower = path.name.lower()
+    if path.is_dir():
+        return (lower, True) if lower in ROLES else None
+    for suffix in WRITABLE_SUFFIXES:
+        if lower.endswith(suffix):
+            stem = lower[: -len(suffix)]
+            return (stem, False) if stem in ROLES else None
+    return None
+
+
+def _find_volumes(folder: Path) -> dict[str, Path]:
+    found: dict[str, list[Path]] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        role = _role_of(entry)
+        if role is not None:
+            found.setdefault(role[0], []).append(entry)
+    for role, paths in found.items():
+        if len(paths) > 1:
+            names = ", ".join(p.name for p in paths)
+            raise InputError(f"it holds several {role} volumes ({names}); keep one")
+    return {role: paths[0] for role, paths in found.items()}
+
+
+def _read_study_json(folder: Path) -> float | None:
+    path = folder / "study.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"its study.json is not valid JSON ({exc}); fix it or remove it") from exc
+    if not isinstance(data, dict) or set(data) - {"suv_factor"}:
+        raise InputError('its study.json may only hold {"suv_factor": <number>}')
+    factor = data.get("suv_factor")
+    if factor is not None and (not isinstance(factor, (int, float)) or factor <= 0):
+        raise InputError(f"its study.json suv_factor {factor!r} must be a positive number")
+    return None if factor is None else float(factor)
+
+
+def discover_studies(root: str | os.PathLike[str]) -> tuple[list[Study], list[Skipped]]:
+    """Studies under ``root`` (sorted by name) and every sub-folder or volume file skipped, with the reason.
+
+    Only the folder structure is checked here; unreadable files and mismatched geometry
+    are found by :func:`load_study`. Folders whose names start with '.' are ignored.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder; give the dataset folder holding one sub-folder per study")
+    studies: list[Study] = []
+    skipped: list[Skipped] = []
+    entries = sorted(e for e in root.iterdir() if not e.name.startswith("."))
+    for entry in entries:
+        if entry.is_file():
+            if _role_of(entry) is not None or entry.name.lower().endswith(WRITABLE_SUFFIXES):
+                skipped.append(
+                    Skipped(entry.name, "a volume file directly in the dataset folder; put each study in its own sub-folder")
+                )
+            continue
+        try:
+            volumes = _find_volumes(entry)
+            missing = [r for r in REQUIRED if r not in volumes]
+            if missing:
+                what = " and ".join(f"{r}.* (or a {r}/ DICOM folder)" for r in missing)
+                raise InputError(f"it has no {what}; add it or move the folder out of the dataset")
+            for role, path in volumes.items():
+                if path.is_dir() and not any(p.is_file() for p in path.rglob("*")):
+                    raise InputError(f"its {role}/ folder is empty; put the DICOM series there or remove the folder")
+            factor = _read_study_json(entry)
+        except InputError as exc:
+            skipped.append(Skipped(entry.name, str(exc)))
+            continue
+        studies.append(
+            Study(entry.name, entry, volumes["ct"], volumes["pet"], volumes.get("pet_aligned"), volumes.get("lesions"), factor)
+        )
+    if not studies and not skipped:
+        raise InputError(
+            f"{root} holds no study folders; put each study in its own sub-folder with ct.* and pet.* (see docs/datasets.md)"
+        )
+    return studies, skipped
+
+
+def skipped_summary(skipped: list[Skipped]) -> str:
+    """Multi-line list of skipped studies, '' when none."""
+    if not skipped:
+        return ""
+    lines = [f"skipped {len(skipped)} stud{'y' if len(skipped) == 1 else 'ies'}:"]
+    lines += [f"  {s.name}: {s.reason}" for s in skipped]
+    return "\n".join(lines)
+
+
+def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned physical box (LPS mm, low and high corner) of the image's voxels, edge to edge."""
+    size = image.GetSize()
+    corners = []
+    for cx in (-0.5, size[0] - 0.5):
+        for cy in (-0.5, size[1] - 0.5):
+            for cz in (-0.5, size[2] - 0.5):
+                corners.append(image.TransformContinuousIndexToPhysicalPoint((cx, cy, cz)))
+    points = np.array(corners)
+    return points.min(0), points.max(0)
+
+
+def check_overlap(ct: sitk.Image, other: sitk.Image, what: str) -> None:
+    """Refuse ``other`` when its physical box does not intersect the CT's."""
+    lo_a, hi_a = physical_bounds(ct)
+    lo_b, hi_b = physical_bounds(other)
+    overlap = np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b)
+    if np.any(overlap <= 0):
+        axis = "xyz"[int(np.argmin(overlap))]
+        i = "xyz".index(axis)
+        raise InputError(
+            f"the CT and the {what} do not overlap in space (along {axis}, CT {lo_a[i]:.0f}..{hi_a[i]:.0f} mm, "
+            f"{what} {lo_b[i]:.0f}..{hi_b[i]:.0f} mm); check that both belong to this study and keep their original origins"
+        )
+
+
+def read_pet(path: Path, suv_factor: float | None, what: str = "PET") -> sitk.Image:
+    """A PET in SUVbw (float32): a DICOM folder via :func:`read_pet_suv`, a file as stored
+    (SUV), or multiplied by ``suv_factor`` when the file holds Bq/ml."""
+    if path.is_dir():
+        image = read_pet_suv(path, suv_factor)
+    else:
+        image = sitk.Cast(read_image(path), sitk.sitkFloat32)
+        if suv_factor is not None:
+            image = image * float(suv_factor)
+    check_volume(image, what)
+    stats = sitk.MinimumMaximumImageFilter()
+    stats.Execute(image)
+    if stats.GetMaximum() > SUV_PLAUSIBLE_MAX:
+        raise InputError(
+            f"the {what} reaches {stats.GetMaximum():.0f}, not a plausible SUV (is it in Bq/ml?); convert it to SUVbw "
+            'or put {"suv_factor": <weight g / decayed dose Bq>} in the study\'s study.json'
+        )
+    return image
+
+
+def load_study(study: Study) -> LoadedStudy:
+    """Read a study: CT in HU; PET (and aligned PET, lesions) resampled onto the CT grid.
+
+    Raises :class:`InputError` naming the study for unreadable files, implausible values,
+    or volumes that do not overlap the CT.
+    """
+    try:
+        ct = to_axial(read_ct_hu(study.ct))  # axial slices, as inference sees them
+        pet = read_pet(study.pet, study.suv_factor)
+        check_overlap(ct, pet, "PET")
+        coverage = _coverage(pet, ct)
+        if coverage.max() <= 0:
+            raise InputError("the PET field of view covers no CT voxel; check the PET and CT geometry")
+        pet_on_ct = resample_onto(pet, ct, 0.0, linear=True)
+        aligned = None
+        if study.pet_aligned is not None:
+            reference = read_pet(study.pet_aligned, study.suv_factor, "aligned PET")
+            check_overlap(ct, reference, "aligned PET")
+            aligned = resample_onto(reference, ct, 0.0, linear=True)
+        lesions = None
+        if study.lesions is not None:
+            labels = read_image(study.lesions)
+            check_volume(labels, "lesion map")
+            check_overlap(ct, labels, "lesion map")
+            lesions = sitk.Cast(resample_onto(labels, ct, 0.0, linear=False), sitk.sitkUInt8)
+    except InputError as exc:
+        raise InputError(f"study {study.name}: {exc}") from exc
+    return LoadedStudy(study.name, ct, pet_on_ct, aligned, lesions, coverage)
+
+
+def _coverage(pet: sitk.Image, ct: sitk.Image) -> np.ndarray:
+    """Fraction of each CT slice (along the CT's third index) inside the PET field of view."""
+    ones = sitk.Image(pet.GetSize(), sitk.sitkUInt8)
+    ones.CopyInformation(pet)
+    ones += 1
+    inside = sitk.Resample(ones, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.GetArrayViewFromImage(inside).reshape(ct.GetSize()[2], -1).mean(axis=1)

@@ -1,0 +1,25 @@
+"""Exceptions with one-line, user-facing messages.
+
+Every message says what was wrong and what to do about it; the command line prints
+``regc2p: error: <message>`` and exits non-zero, the Slicer module shows it in a box.
+"""
+
+
+class RegC2PError(Exception):
+    """Base class: anything the user can fix, with a one-line message."""
+
+
+class InputError(RegC2PError):
+    """An input image, folder or option is missing, unreadable or implausible."""
+
+
+class ModelFileError(RegC2PError):
+    """A model file is missing, corrupt, tampered with or for another architecture."""
+
+
+class DeviceError(RegC2PError):
+    """The requested compute device is not available in this torch build/machine."""
+
+
+class CancelledError(RegC2PError):
+    """The user cancelled a running job; nothing was written."""

@@ -1,0 +1,123 @@
+"""Scoring synthetic PET volumes against a reference, and the paper-style table.
+
+One study gives a :class:`VolumeScores`; :func:`summarize` pools studies the way the
+paper does (paper-scale figures are means over all slices of all studies; SUV figures
+are means over studies, lesion figures over all lesions).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import IntensityConfig
+from .data.samples import MIN_COVERAGE
+from .data.studies import Study, load_study
+from .inference import TranslationOptions, translate_volume
+from .intensity import pet_to_network
+from .metrics import PaperMetrics, SuvMetrics, body_mask, paper_metrics, suv_metrics
+from .model_file import LoadedModel
+from .progress import ProgressCallback, no_progress
+from .volume_io import array_view
+
+# Table 1 of the paper (test split of 1,000 studies, 256×256 slices).
+PAPER_TABLE = {
+    "RegGAN": (336.66, 0.9241, 28.40),
+    "DDPET-3D": (351.00, 0.9227, 28.27),
+    "CPDM": (402.85, 0.9046, 27.16),
+    "RegC2P non-overlap": (306.09, 0.9317, 29.32),
+    "RegC2P overlap": (302.43, 0.9330, 29.42),
+}
+
+
+@dataclass(frozen=True)
+class VolumeScores:
+    study: str
+    paper: PaperMetrics
+    suv: SuvMetrics
+
+
+def score_volume(
+    study: str,
+    pred_suv: np.ndarray,
+    ref_suv: np.ndarray,
+    ct_hu: np.ndarray,
+    intensity: IntensityConfig,
+    lesions: np.ndarray | None = None,
+) -> VolumeScores:
+    """Scores of a predicted PET (z, y, x) in SUV against the reference on the same grid.
+
+    Paper scale: both volumes mapped to the network scale with the model's SUV range;
+    SUV figures inside the body mask of the CT (HU).
+    """
+    paper = paper_metrics(pet_to_network(pred_suv, intensity), pet_to_network(ref_suv, intensity))
+    return VolumeScores(study, paper, suv_metrics(pred_suv, ref_suv, body_mask(ct_hu), lesions))
+
+
+def summarize(scores: Sequence[VolumeScores]) -> dict[str, float]:
+    """Pool studies: slice-weighted paper metrics, study-mean SUV figures, lesion-weighted lesion figures."""
+    if not scores:
+        raise ValueError("no studies to summarize")
+    slices = np.array([s.paper.n_slices for s in scores], dtype=float)
+    finite = np.array([s.paper.n_slices - s.paper.n_exact_slices for s in scores], dtype=float)
+    lesions = np.array([s.suv.n_lesions for s in scores], dtype=float)
+
+    def weighted(values: list[float], weights: np.ndarray) -> float:
+        ok = weights > 0
+        return float(np.average(np.array(values)[ok], weights=weights[ok])) if ok.any() else math.nan
+
+    return {
+        "mae": weighted([s.paper.mae for s in scores], slices),
+        "ssim": weighted([s.paper.ssim for s in scores], slices),
+        "psnr": weighted([s.paper.psnr for s in scores], finite),
+        "suv_mae_body": float(np.nanmean([s.suv.mae_body for s in scores])),
+        "suv_bias_body": float(np.nanmean([s.suv.bias_body for s in scores])),
+        "interslice": float(np.nanmean([s.suv.interslice for s in scores])),
+        "lesion_suvmax_error": weighted([s.suv.lesion_suvmax_error for s in scores], lesions),
+        "lesion_suvmax_bias": weighted([s.suv.lesion_suvmax_bias for s in scores], lesions),
+        "n_studies": len(scores),
+        "n_slices": int(slices.sum()),
+        "n_lesions": int(lesions.sum()),
+    }
+
+
+def format_table(rows: dict[str, dict[str, float]], with_paper: bool = False) -> str:
+    """A Markdown table in the paper's format plus the physical figures."""
+    lines = [
+        "| model | MAE ↓ | SSIM ↑ | PSNR ↑ | SUV MAE body ↓ | SUV bias body | lesion SUVmax err ↓ | inter-slice ↓ |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['mae']:.2f} | {r['ssim']:.4f} | {r['psnr']:.2f} | {r['suv_mae_body']:.3f} | "
+            f"{r['suv_bias_body']:+.3f} | {r['lesion_suvmax_error']:.2f} | {r['interslice']:.4f} |"
+        )
+    if with_paper:
+        for name, (mae, ssim, psnr) in PAPER_TABLE.items():
+            lines.append(f"| paper: {name} | {mae:.2f} | {ssim:.4f} | {psnr:.2f} | – | – | – | – |")
+    return "\n".join(lines)
+
+
+def evaluate_study(
+    study: Study, model: LoadedModel, options: TranslationOptions, progress: ProgressCallback = no_progress
+) -> VolumeScores:
+    """Translate one study's CT and score it against its aligned PET (else its PET).
+
+    Scored on the CT grid, over the CT slices at least half inside the PET field of view.
+    """
+    loaded = load_study(study)
+    pred = translate_volume(loaded.ct, model, options, progress)
+    keep = loaded.coverage >= MIN_COVERAGE
+    reference = loaded.pet_aligned if loaded.pet_aligned is not None else loaded.pet
+    lesions = array_view(loaded.lesions)[keep] if loaded.lesions is not None else None
+    return score_volume(
+        study.name,
+        array_view(pred)[keep],
+        array_view(reference)[keep],
+        array_view(loaded.ct)[keep],
+        model.config.intensity,
+        lesions,
+    )

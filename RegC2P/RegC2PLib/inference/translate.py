@@ -1,0 +1,141 @@
+"""Volume translation: CT (HU) in, synthetic PET (SUV) out on exactly the CT's grid.
+
+Steps: reorient to axial (LPS) so slices are axial and in the training orientation;
+in-plane map each batch of slices onto the model grid (:class:`SliceGrid`); normalise
+HU to [-1, 1]; G over batches of slices; stack into a (z, M, M) volume; refine with
+windows of ``s`` slices at stride ``k`` (overlap, non-overlap or none); map back,
+denormalise to SUV; restore the CT's orientation and geometry.
+
+Memory stays bounded: one batch of slices (or windows) of activations at a time,
+float32 throughout (never a float64 copy of the volume), the model-grid stack
+(z·M·M float32) and the output volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..config import ModelConfig
+from ..errors import InputError
+from ..intensity import ct_to_network, network_to_pet
+from ..model_file import LoadedModel
+from ..progress import CancelToken, ProgressCallback, Stage, no_progress
+from ..slice_grid import SliceGrid
+from ..volume_io import array_view, check_ct, image_like, to_axial
+from .device import resolve_device
+from .windows import WindowPlan, refine_windows
+
+REFINE_MODES = ("overlap", "non-overlap", "none")
+# Share of the progress bar each step gets (translation dominates the run time).
+_TRANSLATE, _REFINE = 0.75, 0.95
+
+
+@dataclass(frozen=True)
+class TranslationOptions:
+    """How to run a translation.
+
+    ``refine``: ``overlap`` (stride < window, overlapping outputs averaged),
+    ``non-overlap`` (stride = window) or ``none`` (stacked G outputs only).
+    ``window``/``stride`` default to the model's trained values; ``batch_size`` is the
+    number of slices per G pass (windows per F pass are scaled to a similar memory).
+    """
+
+    refine: str = "overlap"
+    window: int | None = None
+    stride: int | None = None
+    device: str = "auto"
+    batch_size: int = 8
+
+    def window_and_stride(self, config: ModelConfig) -> tuple[int, int]:
+        """Validated (s, k) for a model of ``config``; raises :class:`InputError` on a bad combination."""
+        if self.refine not in REFINE_MODES:
+            raise InputError(f"unknown refinement {self.refine!r}; choose one of {', '.join(REFINE_MODES)}")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be at least 1 (got {self.batch_size})")
+        window = self.window if self.window is not None else config.refiner.window
+        if window < 1:
+            raise InputError(f"window must be at least 1 slice (got {window})")
+        if self.refine == "non-overlap":
+            if self.stride is not None and self.stride != window:
+                raise InputError(f"non-overlap refinement uses stride = window ({window}); drop --stride or use --refine overlap")
+            return window, window
+        stride = self.stride if self.stride is not None else min(config.refiner.stride, max(window - 1, 1))
+        if self.refine == "overlap" and not 1 <= stride < window:
+            raise InputError(f"overlap refinement needs 1 <= stride < window (got stride {stride}, window {window})")
+        return window, stride
+
+
+def translate_volume(
+    ct: sitk.Image,
+    model: LoadedModel,
+    options: TranslationOptions = TranslationOptions(),
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> sitk.Image:
+    """Translate a CT (HU) into a synthetic PET (float32 SUV) on exactly the CT's grid."""
+    progress = progress or no_progress
+    check_ct(ct)
+    window, stride = options.window_and_stride(model.config)
+    if options.refine != "none" and model.refiner is None:
+        raise InputError("this model file has no refiner; use refine 'none' or a model trained with stage 2")
+    device = resolve_device(options.device)
+    model.to(device)
+    cancel = cancel or CancelToken()
+
+    axial = to_axial(ct)
+    hu = array_view(axial)
+    spacing_x, spacing_y, _ = axial.GetSpacing()
+    grid = SliceGrid.fit(hu.shape[1:], (spacing_y, spacing_x), model.config.image_size)
+    cfg = model.config.intensity
+
+    with torch.inference_mode():
+        stack = _translate_slices(hu, grid, model, device, options.batch_size, Stage(progress, 0.0, _TRANSLATE), cancel)
+        if options.refine != "none":
+            assert model.refiner is not None
+            plan = WindowPlan(stack.shape[0], window, stride)
+            windows_per_batch = max(1, options.batch_size // plan.length)
+            stack = refine_windows(
+                stack, model.refiner, plan, device, windows_per_batch, Stage(progress, _TRANSLATE, _REFINE), cancel
+            )
+        suv = np.empty(hu.shape, dtype=np.float32)
+        for first in range(0, hu.shape[0], options.batch_size):
+            cancel.raise_if_cancelled()
+            block = stack[first : first + options.batch_size]
+            suv[first : first + len(block)] = network_to_pet(grid.from_model(block), cfg).numpy()
+        del stack
+
+    pet = image_like(suv, axial)
+    del suv
+    if axial is not ct:
+        pet = sitk.DICOMOrient(pet, sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(ct.GetDirection()))
+        pet.CopyInformation(ct)  # exact geometry of the input, free of rounding
+    progress(1.0, "done")
+    return pet
+
+
+def _translate_slices(
+    hu: np.ndarray,
+    grid: SliceGrid,
+    model: LoadedModel,
+    device: torch.device,
+    batch_size: int,
+    progress: ProgressCallback,
+    cancel: CancelToken,
+) -> torch.Tensor:
+    """G over batches of slices: (z, y, x) HU -> (z, M, M) float32 on the CPU, in [-1, 1]."""
+    n = hu.shape[0]
+    size = model.config.image_size
+    stack = torch.empty((n, size, size), dtype=torch.float32)
+    for first in range(0, n, batch_size):
+        cancel.raise_if_cancelled()
+        # np.array copies: a float32 CT would otherwise give a read-only view of the image buffer
+        block = torch.from_numpy(np.array(hu[first : first + batch_size], dtype=np.float32))
+        x = grid.to_model(ct_to_network(block, model.config.intensity), fill=-1.0)
+        stack[first : first + len(block)] = model.generator(x[:, None].to(device))[:, 0].float().cpu()
+        done = min(first + batch_size, n)
+        progress(done / n, f"translated {done}/{n} slices")
+    return stack

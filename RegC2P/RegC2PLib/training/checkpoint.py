@@ -1,0 +1,61 @@
+"""Training checkpoints: weights, optimiser and schedule state, counters and RNG state.
+
+Written atomically with ``torch.save``; read with ``torch.load(weights_only=True)``, so a
+checkpoint can never run code. Everything inside is tensors, numbers, strings, lists
+and dicts (NumPy's RNG state is stored as a tensor for that reason).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_path
+from ..errors import RegC2PError
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of Python's, NumPy's and torch's global random generators."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically write ``payload`` (tensors, numbers, strings, lists, dicts)."""
+    with atomic_path(path, ".pt") as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint without unpickling code; a corrupt file is a one-line error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RegC2PError(f"cannot read checkpoint {path} ({reason}); delete it to restart that stage") from exc

@@ -1,0 +1,88 @@
+"""Training configuration: one object, every key used (RegGAN defaults, DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+MODES = ("regc2p", "pix2pix")
+STAGES = ("1", "2", "all")
+REFINER_TARGETS = ("registered", "misaligned")
+ADVERSARIAL_LOSSES = ("image", "patch")
+LR_SCHEDULES = ("constant", "linear-decay")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Stage 1 trains G (+R in ``regc2p`` mode) and D; stage 2 trains F.
+
+    ``mode``: ``regc2p`` — L1 after registering G(x) onto the misaligned PET with R,
+    plus R's smoothness loss; ``pix2pix`` — plain L1 to the misaligned PET (no R).
+    ``adversarial_loss``: ``image`` (RegGAN: D's map averaged to one score per image,
+    then LSGAN) or ``patch`` (LSGAN on every patch score).
+    ``refiner_target``: what F learns to produce from G's stacked slices —
+    ``registered``: the misaligned PET warped onto G's output by the inverse of R's
+    field (so F learns slice consistency, not the misalignment R removed; needs mode
+    ``regc2p``), or ``misaligned``: the PET as acquired.
+    ``lr_schedule``: ``constant``, or ``linear-decay`` to 0 from ``decay_start`` (a
+    fraction of each stage's steps), as in CycleGAN/RegGAN.
+    ``max_steps`` caps each stage (0: no cap); ``checkpoint_every`` is in steps.
+    """
+
+    mode: str = "regc2p"
+    stage: str = "all"
+    epochs: int = 80
+    refiner_epochs: int = 20
+    max_steps: int = 0
+    batch_size: int = 1
+    refiner_batch_size: int = 1
+    lr: float = 1e-4
+    refiner_lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_schedule: str = "constant"
+    decay_start: float = 0.5
+    lambda_corr: float = 20.0
+    lambda_smooth: float = 10.0
+    lambda_adv: float = 1.0
+    adversarial_loss: str = "image"
+    refiner_target: str = "registered"
+    checkpoint_every: int = 200
+    validate_every_epoch: bool = True
+    num_workers: int = 0
+    seed: int = 0
+    deterministic: bool = False
+    amp: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("mode", MODES),
+            ("stage", STAGES),
+            ("refiner_target", REFINER_TARGETS),
+            ("adversarial_loss", ADVERSARIAL_LOSSES),
+            ("lr_schedule", LR_SCHEDULES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
+        if self.refiner_target == "registered" and self.mode != "regc2p" and self.stage != "1":
+            raise ValueError("refiner_target 'registered' needs mode regc2p (R); use refiner_target 'misaligned' with pix2pix")
+        for name in ("epochs", "refiner_epochs", "batch_size", "refiner_batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.max_steps < 0 or not 0.0 <= self.decay_start <= 1.0:
+            raise ValueError("max_steps must be >= 0 and decay_start within [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training options: {sorted(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

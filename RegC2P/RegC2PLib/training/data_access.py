@@ -1,0 +1,127 @@
+"""What a training run reads: its split, training samples and validation volumes.
+
+Two dataset kinds (``docs/datasets.md``): a study folder (one sub-folder per study) —
+split by study into ``RUN/split.json`` on the first run and read back on resume — and
+the RegGAN/CPDM slice layout (``train|val|test/A|B/*.npy``), whose split is its folders
+and which holds no whole volumes, so it trains stage 1 only. Preprocessed studies are
+cached in ``RUN/cache`` (memory-mapped float16 at model size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import ModelConfig
+from ..data.samples import NpySliceDataset, SliceDataset, WindowDataset, prepare_studies
+from ..data.split import read_manifest, select, split_studies, write_manifest
+from ..data.studies import discover_studies, skipped_summary
+
+TRAINING_KEYS = ("ct", "pet")
+
+
+@dataclass(frozen=True)
+class GridVolume:
+    """A validation study on the model grid: ``ct`` and ``reference`` (z, M, M) in [-1, 1].
+
+    ``reference`` is the aligned PET when the study has one, else the (misaligned) PET.
+    """
+
+    name: str
+    ct: np.ndarray
+    reference: np.ndarray
+
+
+@dataclass
+class RunData:
+    slices: Dataset
+    windows: Dataset | None  # None for the slice layout (no volumes)
+    val_volumes: list[GridVolume]
+    split_digest: str
+    summary: str
+
+
+class _TrainingItems(Dataset):
+    """Only the tensors training uses (``ct``, ``pet``), so items of studies with and
+    without an aligned PET batch together."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.dataset[index]
+        return {key: item[key] for key in TRAINING_KEYS}
+
+
+def is_slice_layout(root: Path) -> bool:
+    return (root / "train" / "A").is_dir() and (root / "train" / "B").is_dir()
+
+
+def prepare_data(root: Path, run: Path, model: ModelConfig, seed: int, need_windows: bool) -> RunData:
+    """Training samples and validation volumes for a run folder ``run``."""
+    if is_slice_layout(root):
+        return _slice_layout(root, model)
+    studies, skipped = discover_studies(root)
+    manifest = run / "split.json"
+    if manifest.exists():
+        split = read_manifest(manifest)
+    else:
+        split = split_studies([s.name for s in studies], seed=seed)
+        write_manifest(manifest, split)
+    cache = run / "cache"
+    slices = SliceDataset(select(studies, split, "train"), model, cache)
+    windows = WindowDataset(slices.studies, model, stride=1, cache_dir=cache) if need_windows else None
+    val_cached, val_skipped = prepare_studies(select(studies, split, "val"), model, cache)
+    volumes = []
+    for study in val_cached:
+        first, stop = study.valid
+        arrays = {
+            v: np.load(study.folder / f"{v}.npy", mmap_mode="r")
+            for v in ("ct", "pet", "pet_aligned")
+            if (study.folder / f"{v}.npy").exists()
+        }
+        reference = arrays.get("pet_aligned", arrays["pet"])
+        volumes.append(GridVolume(study.name, arrays["ct"][first:stop], reference[first:stop]))
+    summary = "\n".join(
+        part
+        for part in (
+            f"train: {slices.summary()}",
+            f"val: {len(volumes)} studies",
+            skipped_summary(skipped + val_skipped + (windows.skipped if windows is not None else [])),
+        )
+        if part
+    )
+    return RunData(
+        _TrainingItems(slices), _TrainingItems(windows) if windows is not None else None, volumes, _digest(manifest), summary
+    )
+
+
+def _slice_layout(root: Path, model: ModelConfig) -> RunData:
+    slices = NpySliceDataset(root, "train", model)
+    volumes = []
+    if (root / "val" / "A").is_dir():
+        val = NpySliceDataset(root, "val", model)
+        by_study: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = defaultdict(list)
+        for i in range(len(val)):
+            item = val[i]
+            by_study[item["study"]].append((item["slice"], item["ct"][0], item["pet"][0]))
+        for name, items in sorted(by_study.items()):
+            items.sort(key=lambda t: t[0])
+            volumes.append(
+                GridVolume(name, torch.stack([t[1] for t in items]).numpy(), torch.stack([t[2] for t in items]).numpy())
+            )
+    summary = f"train: {slices.summary()}\nval: {len(volumes)} studies"
+    return RunData(_TrainingItems(slices), None, volumes, hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16], summary)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -1,0 +1,242 @@
+"""The one training loop both stages share: epochs, schedule, checkpoints, log, resume.
+
+Resumable at any step: the sample order of an epoch is a pure function of
+``(seed, stage, epoch)``, so after a kill the loop reloads the last checkpoint (weights,
+optimisers, schedules, counters, RNG state) and skips the batches that epoch already
+used; the resumed run then takes exactly the steps an uninterrupted run takes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..atomic import atomic_path
+from ..errors import RegC2PError
+from ..progress import ProgressCallback, no_progress
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .tasks import Task
+
+Validator = Callable[[Task], dict[str, float]]
+
+
+class TrainingStopped(RegC2PError):
+    """A stop was requested (Ctrl-C or a STOP file); the last checkpoint is kept."""
+
+
+@dataclass
+class StageSettings:
+    """What differs between the stages for the loop."""
+
+    epochs: int
+    batch_size: int
+    max_steps: int  # 0: no cap
+    lr_schedule: str
+    decay_start: float
+    checkpoint_every: int
+    seed: int
+    num_workers: int
+
+
+@dataclass
+class Counters:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    step: int = 0
+    best_score: float = math.inf
+    validated_step: int = -1
+    completed: bool = False
+
+
+class StopRequest:
+    """Set by a signal handler, or by creating ``stop_file`` (how GUIs stop a run)."""
+
+    def __init__(self, stop_file: Path | None = None) -> None:
+        self.flag = False
+        self.stop_file = stop_file
+
+    def __call__(self) -> bool:
+        return self.flag or (self.stop_file is not None and self.stop_file.exists())
+
+
+class MetricsLog:
+    """Append-only JSON-lines log (one object per training step or validation)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, stage: str, counters: Counters) -> None:
+        """Drop records of ``stage`` written after the checkpoint a resume starts from."""
+        if not self.path.exists():
+            return
+
+        def stale(record: dict[str, Any]) -> bool:
+            last = counters.validated_step if record["kind"] == "val" else counters.step
+            return record["stage"] == stage and record["step"] > last
+
+        kept = [line for line in self.path.read_text().splitlines() if line.strip() and not stale(json.loads(line))]
+        with atomic_path(self.path, ".jsonl") as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
+
+
+def epoch_order(n_samples: int, seed: int, stage: str, epoch: int) -> list[int]:
+    """The shuffled sample order of one epoch, reproducible from its arguments alone."""
+    generator = torch.Generator().manual_seed(_mix(seed, stage, epoch))
+    return torch.randperm(n_samples, generator=generator).tolist()
+
+
+def _mix(seed: int, stage: str, epoch: int) -> int:
+    # Python's hash() of a str is salted per process; use a stable mix instead.
+    return (seed * 1_000_003 + sum(map(ord, stage)) * 10_007 + epoch) % (2**63 - 1)
+
+
+def _lr_factor(settings: StageSettings, total_steps: int) -> Callable[[int], float]:
+    if settings.lr_schedule == "constant":
+        return lambda step: 1.0
+    start = int(settings.decay_start * total_steps)
+
+    def factor(step: int) -> float:
+        return 1.0 if step < start else max(0.0, 1.0 - (step - start) / max(1, total_steps - start))
+
+    return factor
+
+
+def run_stage(
+    task: Task,
+    dataset: Dataset,
+    settings: StageSettings,
+    checkpoint_dir: Path,
+    log: MetricsLog,
+    validate: Validator | None,
+    stop: StopRequest,
+    progress: ProgressCallback = no_progress,
+) -> Counters:
+    """Train ``task`` to the end of its budget, resuming from its last checkpoint if any.
+
+    Writes ``<stage>_last.pt`` every ``checkpoint_every`` steps and at each epoch end,
+    and ``<stage>_best.pt`` (weights only) when validation improves (lower score).
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    steps_per_epoch = n // settings.batch_size
+    if steps_per_epoch < 1:
+        raise RegC2PError(
+            f"{task.name}: {n} training samples are fewer than one batch of {settings.batch_size}; "
+            "add data or lower the batch size"
+        )
+    total = settings.epochs * steps_per_epoch
+    if settings.max_steps:
+        total = min(total, settings.max_steps)
+    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(settings, total)) for k, opt in task.optimizers.items()}
+    last_path = checkpoint_dir / f"{task.name}_last.pt"
+    counters = Counters()
+    if last_path.exists():
+        counters = _restore(load_checkpoint(last_path), task, schedulers)
+        log.truncate_after(task.name, counters)
+    if counters.completed:
+        return counters
+
+    def checkpoint() -> None:
+        save_checkpoint(last_path, _state(task, schedulers, counters))
+
+    started, first_step = time.monotonic(), counters.step
+    while counters.step < total:
+        order = epoch_order(n, settings.seed, task.name, counters.epoch)
+        usable = order[: steps_per_epoch * settings.batch_size][counters.step_in_epoch * settings.batch_size :]
+        # Its own generator: worker seeds are reproducible and the global RNG is left alone.
+        loader_rng = torch.Generator().manual_seed(_mix(settings.seed, task.name, counters.epoch) + counters.step_in_epoch)
+        loader = DataLoader(
+            Subset(dataset, usable), batch_size=settings.batch_size, num_workers=settings.num_workers, generator=loader_rng
+        )
+        for module in task.modules.values():
+            module.train()
+        for batch in loader:
+            losses = task.train_step(batch)
+            for scheduler in schedulers.values():
+                scheduler.step()
+            counters.step += 1
+            counters.step_in_epoch += 1
+            lr = next(iter(task.optimizers.values())).param_groups[0]["lr"]
+            log.write({"stage": task.name, "kind": "train", "step": counters.step, "epoch": counters.epoch, "lr": lr, **losses})
+            rate = (counters.step - first_step) / max(time.monotonic() - started, 1e-9)
+            progress(
+                counters.step / total, f"{task.name} step {counters.step}/{total} epoch {counters.epoch + 1} ({rate:.2f} it/s)"
+            )
+            if counters.step % settings.checkpoint_every == 0:
+                checkpoint()
+            if stop():
+                checkpoint()
+                raise TrainingStopped(f"stopped at {task.name} step {counters.step}; continue with --resume")
+            if counters.step >= total:
+                break
+        else:  # the epoch ran to its end
+            counters.epoch += 1
+            counters.step_in_epoch = 0
+        if counters.step_in_epoch == 0 or counters.step >= total:
+            _validate(task, validate, counters, checkpoint_dir, log)
+        checkpoint()
+    counters.completed = True
+    checkpoint()
+    return counters
+
+
+def _validate(task: Task, validate: Validator | None, counters: Counters, checkpoint_dir: Path, log: MetricsLog) -> None:
+    if validate is None or counters.validated_step == counters.step:
+        return
+    counters.validated_step = counters.step
+    for module in task.modules.values():
+        module.eval()
+    scores = validate(task)
+    for module in task.modules.values():
+        module.train()
+    log.write({"stage": task.name, "kind": "val", "step": counters.step, "epoch": counters.epoch, **scores})
+    if scores["score"] < counters.best_score:
+        counters.best_score = scores["score"]
+        save_checkpoint(checkpoint_dir / f"{task.name}_best.pt", {"modules": _weights(task), "counters": asdict(counters)})
+
+
+def _weights(task: Task) -> dict[str, dict[str, torch.Tensor]]:
+    return {name: module.state_dict() for name, module in task.modules.items()}
+
+
+def _state(task: Task, schedulers: dict[str, Any], counters: Counters) -> dict[str, Any]:
+    return {
+        "stage": task.name,
+        "modules": _weights(task),
+        "optimizers": {k: opt.state_dict() for k, opt in task.optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+        "counters": asdict(counters),
+        "rng": rng_state(),
+    }
+
+
+def _restore(state: dict[str, Any], task: Task, schedulers: dict[str, Any]) -> Counters:
+    if state.get("stage") != task.name:
+        raise RegC2PError(f"checkpoint is for {state.get('stage')!r}, not {task.name!r}; use a fresh run folder")
+    for name, module in task.modules.items():
+        module.load_state_dict(state["modules"][name])
+    for name, opt in task.optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+    for name, scheduler in schedulers.items():
+        scheduler.load_state_dict(state["schedulers"][name])
+    set_rng_state(state["rng"])
+    return Counters(**state["counters"])
+
+
+def load_best_weights(checkpoint_dir: Path, stage: str) -> dict[str, dict[str, torch.Tensor]]:
+    """Module weights of the best validated step of ``stage`` (else its last checkpoint)."""
+    for name in (f"{stage}_best.pt", f"{stage}_last.pt"):
+        if (checkpoint_dir / name).exists():
+            return load_checkpoint(checkpoint_dir / name)["modules"]
+    raise RegC2PError(f"no {stage} checkpoint in {checkpoint_dir}; train that stage first (--stage 1 or all)")

@@ -1,0 +1,180 @@
+"""A training run: the run folder, the split, both stages in order, the final model.
+
+Run folder layout::
+
+    RUN/
+      run.json            model + training config, data folder, command line
+      split.json          train/val/test studies (by study, seeded)
+      checkpoints/        stage1_last.pt, stage1_best.pt, stage2_last.pt, stage2_best.pt
+      metrics.jsonl       one JSON object per step (losses, lr) and per validation
+      curves.png          losses and validation metrics
+      model.safetensors   G (best stage-1 validation) + F (best stage-2 validation)
+      STOP                create this file to stop the run cleanly (GUIs do)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_path
+from ..config import ModelConfig
+from ..errors import InputError
+from ..inference.device import resolve_device
+from ..model_file import LoadedModel, save_model
+from ..networks import Generator, Refiner, RegistrationNet
+from ..progress import ProgressCallback, Stage, no_progress
+from .config import TrainConfig
+from .curves import plot_curves
+from .data_access import prepare_data
+from .loop import MetricsLog, StageSettings, StopRequest, load_best_weights, run_stage
+from .tasks import GanTask, RefinerTask
+from .validation import make_validator
+
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``regc2p train`` and the RegC2PTraining module ask for.
+
+    On ``resume`` the model and training config come from ``out/run.json``; only the
+    fields named in ``resume_overrides`` (e.g. ``max_steps``, ``stage``) are replaced.
+    """
+
+    data: Path | None
+    out: Path
+    model: ModelConfig
+    train: TrainConfig
+    resume: bool = False
+    command: str = ""
+    resume_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def train(
+    options: RunOptions,
+    progress: ProgressCallback = no_progress,
+    stop: StopRequest | None = None,
+    notify: Callable[[str], None] = lambda message: None,
+) -> Path:
+    """Run (or resume) a training run; returns the path of the final model file.
+
+    ``notify`` receives human-readable reports (the data summary with every skipped study).
+    """
+    out = options.out
+    model_cfg, train_cfg, data_root = _open_run(options)
+    (out / "STOP").unlink(missing_ok=True)
+    stop = stop or StopRequest(out / "STOP")
+    _seed_everything(train_cfg)
+    device = resolve_device(train_cfg.device)
+    stages = ("stage1", "stage2") if train_cfg.stage == "all" else ("stage1",) if train_cfg.stage == "1" else ("stage2",)
+    data = prepare_data(data_root, out, model_cfg, train_cfg.seed, need_windows="stage2" in stages)
+    notify(data.summary)
+    log = MetricsLog(out / "metrics.jsonl")
+    checkpoints = out / "checkpoints"
+    checkpoints.mkdir(exist_ok=True)
+    share = {"stage1": (0.0, 0.8 if "stage2" in stages else 1.0), "stage2": (0.8 if "stage1" in stages else 0.0, 1.0)}
+
+    try:
+        if "stage1" in stages:
+            torch.manual_seed(train_cfg.seed)  # initial weights depend on the seed alone
+            task = GanTask(model_cfg, train_cfg, device)
+            settings = _settings(train_cfg, train_cfg.epochs, train_cfg.batch_size)
+            validator = make_validator(data.val_volumes, model_cfg, device, refine=False)
+            run_stage(task, data.slices, settings, checkpoints, log, validator, stop, Stage(progress, *share["stage1"]))
+        generator, registration = _stage1_networks(model_cfg, checkpoints)
+        refiner = None
+        if "stage2" in stages:
+            if data.windows is None:
+                raise InputError("stage 2 needs whole volumes; a RegGAN/CPDM slice folder only supports --stage 1")
+            torch.manual_seed(train_cfg.seed + 1)
+            task = RefinerTask(model_cfg, train_cfg, device, generator, registration)
+            settings = _settings(train_cfg, train_cfg.refiner_epochs, train_cfg.refiner_batch_size)
+            validator = make_validator(data.val_volumes, model_cfg, device, refine=True)
+            run_stage(task, data.windows, settings, checkpoints, log, validator, stop, Stage(progress, *share["stage2"]))
+            refiner = Refiner(model_cfg.refiner)
+            refiner.load_state_dict(load_best_weights(checkpoints, "stage2")["refiner"])
+        elif (checkpoints / "stage2_last.pt").exists():
+            refiner = Refiner(model_cfg.refiner)
+            refiner.load_state_dict(load_best_weights(checkpoints, "stage2")["refiner"])
+    finally:
+        if log.path.exists():
+            plot_curves(log.path, out / "curves.png")
+    model = LoadedModel(model_cfg, generator.eval(), refiner.eval() if refiner is not None else None)
+    info = {"command": options.command, "mode": train_cfg.mode, "data": str(data_root), "split": data.split_digest}
+    save_model(out / MODEL_FILE, model, info)
+    return out / MODEL_FILE
+
+
+def _open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
+    out, run_file = options.out, options.out / "run.json"
+    if options.resume:
+        if not run_file.is_file():
+            raise InputError(f"{out} is not a RegC2P run folder (no run.json); start a new run without --resume")
+        saved = json.loads(run_file.read_text())
+        model_cfg = ModelConfig.from_dict(saved["model"])
+        train_cfg = TrainConfig.from_dict({**saved["train"], **options.resume_overrides})
+        return model_cfg, train_cfg, Path(saved["data"])
+    if options.data is None:
+        raise InputError("--data is required for a new run; give a dataset folder")
+    if not options.data.is_dir():
+        raise InputError(f"dataset folder {options.data} does not exist")
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"run folder {out} already exists and is not empty; use --resume to continue it or choose a new folder")
+    if options.train.stage == "2":
+        raise InputError("--stage 2 needs a run whose stage 1 is trained: use --resume --stage 2 on that run folder")
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "model": options.model.to_dict(),
+        "train": options.train.to_dict(),
+        "data": str(options.data.resolve()),
+        "command": options.command,
+    }
+    with atomic_path(run_file, ".json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    return options.model, options.train, options.data.resolve()
+
+
+def _seed_everything(cfg: TrainConfig) -> None:
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _settings(cfg: TrainConfig, epochs: int, batch_size: int) -> StageSettings:
+    return StageSettings(
+        epochs=epochs,
+        batch_size=batch_size,
+        max_steps=cfg.max_steps,
+        lr_schedule=cfg.lr_schedule,
+        decay_start=cfg.decay_start,
+        checkpoint_every=cfg.checkpoint_every,
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+    )
+
+
+def _stage1_networks(cfg: ModelConfig, checkpoints: Path) -> tuple[Generator, RegistrationNet | None]:
+    weights = load_best_weights(checkpoints, "stage1")
+    generator = Generator(cfg.generator)
+    generator.load_state_dict(weights["generator"])
+    registration = None
+    if "registration" in weights:
+        registration = RegistrationNet(cfg.registration)
+        registration.load_state_dict(weights["registration"])
+    return generator, registration
+
+
+__all__ = ["MODEL_FILE", "RunOptions", "train"]

@@ -1,0 +1,15 @@
+"""Slicer glue for RegC2P: MRML nodes <-> SimpleITK images, the output PET node and its display.
+
+This package may import ``slicer`` and ``vtk`` (the real MRML scene, also available
+without the application through the ``slicer-core`` wheel) but never ``qt`` or ``ctk``
+at module level, so everything here runs headless in tests and batch scripts. The
+translation itself happens in :mod:`RegC2PLib`, which never imports ``slicer``.
+
+Modules: ``volumes`` (node <-> image with exact geometry), ``output`` (output node,
+PET colours, subject hierarchy, fused slice views), ``scene_state`` (snapshot and
+restore for Cancel), ``models`` (bundled and user model files, import, devices),
+``processing`` (blocking ``process`` and the background job the panel polls),
+``dependencies`` (torch via PyTorchUtils, the rest via pip at first use),
+``headless`` (a scene with colour tables and slice views without the application) and
+``sample_data`` (the synthetic PET/CT phantom in the Sample Data module).
+"""

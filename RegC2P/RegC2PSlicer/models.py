@@ -1,0 +1,151 @@
+"""Model files the module offers (bundled default, user's model folder), importing one, and devices.
+
+* Bundled: ``RegC2P/Resources/Models/*.safetensors`` shipped with the extension
+  (``default.safetensors`` first when present).
+* User's folder: ``$REGC2P_MODEL_DIR`` if set, else ``RegC2P/Models`` beside Slicer's
+  user settings file inside Slicer, else ``~/.regc2p/models``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from RegC2PLib.atomic import atomic_path
+from RegC2PLib.errors import InputError, ModelFileError
+
+# Same as RegC2PLib.model_file.SUFFIX; repeated so this module imports without torch.
+SUFFIX = ".safetensors"
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+DEFAULT_MODEL_NAME = "default" + SUFFIX
+DEVICE_LABELS = {"auto": "auto (best available)", "cpu": "CPU", "cuda": "CUDA (NVIDIA GPU)", "mps": "MPS (Apple GPU)"}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model file the panel can offer; ``bundled`` is true for files shipped with the extension."""
+
+    path: Path
+    bundled: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.path.stem} ({'bundled' if self.bundled else 'user'})"
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    """Result of :func:`import_model`: where the copy lives and its SHA-256 (hex)."""
+
+    path: Path
+    sha256: str
+    already_present: bool
+
+
+def user_model_folder() -> Path:
+    """The folder the user's imported model files live in (not created here)."""
+    if os.environ.get("REGC2P_MODEL_DIR"):
+        return Path(os.environ["REGC2P_MODEL_DIR"]).expanduser()
+    try:
+        import slicer
+
+        settings_file = slicer.app.slicerUserSettingsFilePath
+    except (ImportError, AttributeError):
+        return Path.home() / ".regc2p" / "models"
+    return Path(settings_file).parent / "RegC2P" / "Models"
+
+
+def bundled_models(folder: Path = BUNDLED_MODEL_DIR) -> list[Path]:
+    """Model files shipped with the extension, the default first; empty when none ships."""
+    if not folder.is_dir():
+        return []
+    return sorted(_model_files(folder), key=lambda p: p.name != DEFAULT_MODEL_NAME)
+
+
+def _model_files(folder: Path) -> list[Path]:
+    """``*.safetensors`` files in ``folder`` by name, without hidden (e.g. half-copied) ones."""
+    return sorted(p for p in folder.glob("*" + SUFFIX) if p.is_file() and not p.name.startswith("."))
+
+
+def available_models(user_folder: Path | None = None, bundled_folder: Path = BUNDLED_MODEL_DIR) -> list[ModelChoice]:
+    """Bundled models, then the user's models (by name)."""
+    user_folder = user_model_folder() if user_folder is None else user_folder
+    choices = [ModelChoice(p, True) for p in bundled_models(bundled_folder)]
+    if user_folder.is_dir():
+        choices += [ModelChoice(p, False) for p in _model_files(user_folder)]
+    return choices
+
+
+def default_model(user_folder: Path | None = None, bundled_folder: Path = BUNDLED_MODEL_DIR) -> Path | None:
+    """The bundled default if one ships, else the user's first model, else ``None``."""
+    choices = available_models(user_folder, bundled_folder)
+    return choices[0].path if choices else None
+
+
+def resolve_model_path(model: str | os.PathLike[str] | None, user_folder: Path | None = None) -> Path:
+    """A model argument as a file path: ``None`` means the default model."""
+    if model is None or str(model) in ("", "."):
+        found = default_model(user_folder)
+        if found is None:
+            raise ModelFileError(
+                "no model file: none ships with this extension and none is imported; "
+                "use 'Import model…' or give the path of a RegC2P .safetensors model"
+            )
+        return found
+    return Path(model).expanduser()
+
+
+def import_model(source: str | os.PathLike[str], folder: Path | None = None) -> ImportedModel:
+    """Check that ``source`` loads as a RegC2P model, then copy it into the user's model folder.
+
+    The copy keeps the file name and is written atomically; a file of the same name with
+    the same SHA-256 is left as is, one with different content is refused.
+    """
+    from RegC2PLib.model_file import file_sha256, load_model
+
+    source = Path(source).expanduser()
+    folder = user_model_folder() if folder is None else folder
+    model = load_model(source)  # raises ModelFileError with the reason for a bad file
+    sha256 = model.sha256
+    if not source.name.endswith(SUFFIX):
+        raise ModelFileError(f"{source.name} is a RegC2P model but not named *{SUFFIX}; rename it before importing")
+    target = folder / source.name
+    if target.exists():
+        if file_sha256(target) == sha256:
+            return ImportedModel(target, sha256, already_present=True)
+        raise InputError(f"a different model named {target.name} is already in {folder}; rename the file to import it")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target, SUFFIX) as tmp:
+            shutil.copyfile(source, tmp)
+    except OSError as exc:
+        raise InputError(f"cannot copy {source.name} into {folder}: {exc.strerror or exc}") from exc
+    if file_sha256(target) != sha256:
+        target.unlink(missing_ok=True)
+        raise ModelFileError(f"the copy of {source.name} differs from the original (disk error?); try again")
+    return ImportedModel(target, sha256, already_present=False)
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """A compute device for the panel: usable, or not with a one-line reason."""
+
+    name: str
+    label: str
+    reason: str | None
+
+    @property
+    def usable(self) -> bool:
+        return self.reason is None
+
+
+def device_choices() -> list[DeviceChoice]:
+    """``auto``, ``cpu``, ``cuda``, ``mps`` with the reason each missing one cannot be used."""
+    from RegC2PLib.inference.device import available_devices
+
+    reasons = available_devices()
+    return [DeviceChoice("auto", DEVICE_LABELS["auto"], None)] + [
+        DeviceChoice(name, DEVICE_LABELS[name], reasons.get(name, "unknown device")) for name in ("cpu", "cuda", "mps")
+    ]

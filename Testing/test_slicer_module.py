@@ -1,0 +1,436 @@
+"""The Slicer module's scene handling, headless, against a real MRML scene (``slicer-core`` wheel).
+
+CT node (oblique, under a study) in -> PET node out: identical IJK-to-RAS, SUV values
+equal to RegC2PLib's, PET-Heat colours and 0-10 SUV window, CT as background and PET as
+foreground in every slice view; the scene survives a .mrb round trip; Cancel (blocking
+or background) leaves the scene as it was; the batch script translates two files.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
+
+from RegC2PLib.errors import CancelledError, InputError, ModelFileError  # noqa: E402
+from RegC2PLib.inference import TranslationOptions, translate_volume  # noqa: E402
+from RegC2PLib.model_file import file_sha256, load_model, new_model, save_model  # noqa: E402
+from RegC2PLib.progress import CancelToken  # noqa: E402
+from RegC2PSlicer import models, output, processing, volumes  # noqa: E402
+from RegC2PSlicer.dependencies import missing_requirements, requirements  # noqa: E402
+from RegC2PSlicer.headless import SLICE_VIEWS, HeadlessScene  # noqa: E402
+from RegC2PSlicer.processing import BackgroundTranslation, JobState, RunSettings  # noqa: E402
+from RegC2PSlicer.scene_state import SceneSnapshot  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH_SCRIPT = ROOT / "RegC2P" / "Resources" / "Scripts" / "RegC2PBatch.py"
+SHAPE = (8, 40, 40)
+HEAT = "vtkMRMLPETProceduralColorNodePET-Heat"
+
+
+@pytest.fixture
+def headless():
+    """A fresh scene with colour tables and three slice views; set as ``slicer.mrmlScene``."""
+    scene = HeadlessScene()
+    slicer.mrmlScene = scene.scene
+    yield scene.scene
+    scene.close()
+
+
+@pytest.fixture
+def oblique_ct(make_ct, directions) -> sitk.Image:
+    return make_ct(SHAPE, spacing=(0.9, 1.1, 2.5), direction=directions["OBLIQUE"], origin=(-30.0, 12.5, 104.0))
+
+
+@pytest.fixture
+def ct_node(headless, oblique_ct):
+    """The oblique CT as a node under Patient/Study in the subject hierarchy."""
+    node = volumes.add_volume_node(headless, oblique_ct, "CT")
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(headless)
+    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Patient 1")
+    study = sh.CreateStudyItem(patient, "PET/CT study")
+    sh.CreateItem(study, node)
+    return node
+
+
+@pytest.fixture
+def settings(small_model_file) -> RunSettings:
+    return RunSettings(model=str(small_model_file), refine="overlap")
+
+
+def matrix(node) -> np.ndarray:
+    return volumes.node_ijk_to_ras(node)
+
+
+def composites(scene) -> list:
+    return [
+        scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))
+    ]
+
+
+def study_of(node) -> str:
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
+    return sh.GetItemName(sh.GetItemParent(sh.GetItemByDataNode(node)))
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def test_ijk_to_ras_is_lps_flipped_direction_times_spacing(oblique_ct):
+    expected = np.eye(4)
+    flip = np.diag([-1.0, -1.0, 1.0])
+    direction = np.asarray(oblique_ct.GetDirection()).reshape(3, 3)
+    expected[:3, :3] = flip @ direction @ np.diag(oblique_ct.GetSpacing())
+    expected[:3, 3] = flip @ np.asarray(oblique_ct.GetOrigin())
+    np.testing.assert_allclose(volumes.ijk_to_ras(oblique_ct), expected, atol=1e-12)
+
+
+def test_node_image_round_trip_keeps_geometry_and_voxels(ct_node, oblique_ct, assert_same_geometry):
+    np.testing.assert_allclose(matrix(ct_node), volumes.ijk_to_ras(oblique_ct), atol=1e-9)
+    back = volumes.image_from_volume_node(ct_node)
+    assert_same_geometry(back, oblique_ct, tol=1e-9)
+    assert back.GetPixelID() == oblique_ct.GetPixelID()
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(oblique_ct))
+    # The voxel (k, j, i) of the node sits where SimpleITK puts index (i, j, k), RAS = LPS flipped.
+    lps = np.asarray(oblique_ct.TransformIndexToPhysicalPoint((3, 5, 7)))
+    ras = matrix(ct_node) @ np.array([3, 5, 7, 1.0])
+    np.testing.assert_allclose(ras[:3], lps * [-1, -1, 1], atol=1e-9)
+
+
+def test_label_maps_and_empty_nodes_are_refused(headless):
+    label = headless.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    with pytest.raises(InputError, match="scalar volume"):
+        volumes.check_scalar_volume(label)
+    empty = headless.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(InputError, match="no voxels"):
+        volumes.check_scalar_volume(empty)
+    with pytest.raises(InputError, match="no CT volume selected"):
+        volumes.check_scalar_volume(None)
+
+
+# --------------------------------------------------------------------------- blocking process
+
+
+def test_process_makes_fused_suv_pet_on_the_ct_grid(headless, ct_node, oblique_ct, settings, small_model_file):
+    ct_before, ct_matrix = slicer.util.arrayFromVolume(ct_node).copy(), matrix(ct_node)
+    pet_node = processing.process(ct_node, None, settings)
+
+    # Geometry and values: exactly RegC2PLib's translation, on the CT's grid, in SUV.
+    np.testing.assert_array_equal(matrix(pet_node), ct_matrix)
+    expected = translate_volume(oblique_ct, load_model(small_model_file), TranslationOptions("overlap"))
+    pet = slicer.util.arrayFromVolume(pet_node)
+    assert pet.dtype == np.float32 and pet.shape == SHAPE
+    np.testing.assert_allclose(pet, sitk.GetArrayViewFromImage(expected), rtol=1e-5, atol=1e-5)
+    assert pet_node.GetVoxelValueUnits().GetCodeValue() == "{SUVbw}g/ml"
+    # Named after the CT, under the CT's study, provenance recorded.
+    assert pet_node.GetName() == "CT synthetic PET"
+    assert study_of(pet_node) == "PET/CT study"
+    assert pet_node.GetAttribute("RegC2P.ModelSHA256") == file_sha256(small_model_file)
+    assert pet_node.GetAttribute("RegC2P.Refine") == "overlap"
+    # Display: PET-Heat, SUV 0..10, fused over the CT in all three slice views.
+    display = pet_node.GetDisplayNode()
+    assert display.GetColorNodeID() == HEAT
+    assert not display.GetAutoWindowLevel()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.0, 10.0))
+    assert [c.GetLayoutName() for c in composites(headless)] == list(SLICE_VIEWS)
+    for composite in composites(headless):
+        assert composite.GetBackgroundVolumeID() == ct_node.GetID()
+        assert composite.GetForegroundVolumeID() == pet_node.GetID()
+        assert composite.GetForegroundOpacity() == pytest.approx(0.5)
+    # The CT is untouched.
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(ct_node), ct_before)
+    np.testing.assert_array_equal(matrix(ct_node), ct_matrix)
+
+
+def test_running_twice_replaces_the_output_content_only(headless, ct_node, settings):
+    first = processing.process(ct_node, None, settings)
+    count = headless.GetNumberOfNodes()
+    ct_before = slicer.util.arrayFromVolume(ct_node).copy()
+    second = processing.process(
+        ct_node, first, RunSettings(settings.model, refine="none", opacity=0.8, color="PET-Rainbow2", suv_window=(1.0, 6.0))
+    )
+    assert second is first and headless.GetNumberOfNodes() == count
+    assert first.GetAttribute("RegC2P.Refine") == "none"
+    assert first.GetDisplayNode().GetColorNodeID() == "vtkMRMLPETProceduralColorNodePET-Rainbow2"
+    assert all(c.GetForegroundOpacity() == pytest.approx(0.8) for c in composites(headless))
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(ct_node), ct_before)
+
+
+def test_output_cannot_be_the_ct_and_settings_are_checked_first(ct_node, settings):
+    with pytest.raises(InputError, match="the CT itself"):
+        processing.process(ct_node, ct_node, settings)
+    with pytest.raises(InputError, match="SUV window"):
+        processing.process(ct_node, None, RunSettings(settings.model, suv_window=(5.0, 5.0)))
+    with pytest.raises(InputError, match="PET colour"):
+        processing.process(ct_node, None, RunSettings(settings.model, color="Rainbow"))
+
+
+def test_cancel_leaves_the_scene_exactly_as_it_was(headless, ct_node, settings):
+    previous = processing.process(ct_node, None, settings)  # an existing output the run would overwrite
+    previous_array, previous_matrix = slicer.util.arrayFromVolume(previous).copy(), matrix(previous)
+    for composite in composites(headless):
+        composite.SetForegroundVolumeID(None)
+        composite.SetForegroundOpacity(0.2)
+    count, ct_before, ct_matrix = headless.GetNumberOfNodes(), slicer.util.arrayFromVolume(ct_node).copy(), matrix(ct_node)
+
+    token = CancelToken()
+
+    def cancel_midway(fraction: float, message: str) -> None:
+        if fraction > 0.3:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        processing.process(ct_node, previous, RunSettings(settings.model, refine="none"), progress=cancel_midway, cancel=token)
+    with pytest.raises(CancelledError):
+        processing.process(ct_node, None, settings, progress=cancel_midway, cancel=token)  # would add a node
+    assert headless.GetNumberOfNodes() == count
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(previous), previous_array)
+    np.testing.assert_array_equal(matrix(previous), previous_matrix)
+    assert previous.GetAttribute("RegC2P.Refine") == "overlap"
+    assert all(c.GetForegroundVolumeID() is None and c.GetForegroundOpacity() == pytest.approx(0.2) for c in composites(headless))
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(ct_node), ct_before)
+    np.testing.assert_array_equal(matrix(ct_node), ct_matrix)
+
+
+def test_snapshot_restores_a_replaced_output_and_removes_added_nodes(headless, ct_node, oblique_ct):
+    target = volumes.add_volume_node(headless, oblique_ct, "old PET")
+    before = (slicer.util.arrayFromVolume(target).copy(), matrix(target), target.GetName(), headless.GetNumberOfNodes())
+    snapshot = SceneSnapshot.capture(headless, (target,))
+    pet = sitk.Cast(oblique_ct, sitk.sitkFloat32) * 0.0 + 2.5
+    output.store_pet(ct_node, pet, target)
+    output.show_pet(ct_node, output.store_pet(ct_node, pet))
+    snapshot.restore()
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(target), before[0])
+    np.testing.assert_array_equal(matrix(target), before[1])
+    assert (target.GetName(), headless.GetNumberOfNodes()) == before[2:]
+    assert target.GetAttribute("RegC2P.SourceCT") is None
+
+
+# --------------------------------------------------------------------------- saved scene
+
+
+def _read_mrb(path: Path, folder: Path) -> HeadlessScene:
+    with zipfile.ZipFile(path) as bundle:
+        bundle.extractall(folder)
+    mrml = next(folder.rglob("*.mrml"))
+    loaded = HeadlessScene(views=())  # the bundle brings its own slice views
+    loaded.scene.SetURL(str(mrml))
+    assert loaded.scene.Import()
+    return loaded
+
+
+def test_scene_saved_as_mrb_reads_back_with_everything_in_place(headless, ct_node, settings, tmp_path):
+    pet_node = processing.process(ct_node, None, RunSettings(settings.model, opacity=0.35))
+    pet_values, ct_matrix = slicer.util.arrayFromVolume(pet_node).copy(), matrix(ct_node)
+    for node in (ct_node, pet_node):
+        node.AddDefaultStorageNode()
+    assert headless.WriteToMRB(str(tmp_path / "fused.mrb"))
+
+    loaded = _read_mrb(tmp_path / "fused.mrb", tmp_path / "unzipped")
+    try:
+        scene = loaded.scene
+        ct2, pet2 = scene.GetFirstNodeByName("CT"), scene.GetFirstNodeByName("CT synthetic PET")
+        np.testing.assert_allclose(matrix(pet2), ct_matrix, atol=1e-9)
+        np.testing.assert_allclose(matrix(ct2), ct_matrix, atol=1e-9)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(pet2), pet_values)
+        assert pet2.GetDisplayNode().GetColorNodeID() == HEAT
+        assert (pet2.GetDisplayNode().GetWindowLevelMin(), pet2.GetDisplayNode().GetWindowLevelMax()) == pytest.approx((0, 10))
+        assert pet2.GetAttribute("RegC2P.Model") == Path(settings.model).name
+        assert study_of(pet2) == "PET/CT study" and study_of(ct2) == "PET/CT study"
+        views = composites(scene)
+        assert sorted(c.GetLayoutName() for c in views) == sorted(SLICE_VIEWS)
+        for composite in views:
+            assert (composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()) == (ct2.GetID(), pet2.GetID())
+            assert composite.GetForegroundOpacity() == pytest.approx(0.35)
+    finally:
+        loaded.close()
+
+
+# --------------------------------------------------------------------------- background process
+
+
+def test_background_job_cancel_then_run_to_completion(headless, ct_node, settings):
+    count = headless.GetNumberOfNodes()
+    job = BackgroundTranslation(ct_node, None, settings)
+    job.start()
+    workdir = job._workdir
+    assert workdir is not None and (workdir / "ct.nrrd").is_file()
+    job.cancel()
+    assert job.poll().state == "cancelled"
+    assert headless.GetNumberOfNodes() == count and not workdir.exists()
+
+    job = BackgroundTranslation(ct_node, None, settings)
+    job.start()
+    seen: list[JobState] = []
+    while not job.poll().finished:
+        seen.append(job.poll())
+        assert headless.GetNumberOfNodes() == count  # nothing changes while the worker runs
+        time.sleep(0.05)
+    state = job.wait(timeout=120)
+    assert state.state == "succeeded", state.error
+    pet_node = job.result_node
+    np.testing.assert_array_equal(matrix(pet_node), matrix(ct_node))
+    assert pet_node.GetDisplayNode().GetColorNodeID() == HEAT
+    assert composites(headless)[0].GetForegroundVolumeID() == pet_node.GetID()
+    reference = processing.process(ct_node, None, settings)
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(pet_node), slicer.util.arrayFromVolume(reference), atol=1e-5)
+
+
+def test_background_job_reports_the_workers_one_line_error(headless, ct_node, settings):
+    count = headless.GetNumberOfNodes()
+    with pytest.raises(InputError, match="stride"):
+        BackgroundTranslation(ct_node, None, RunSettings(settings.model, window=3, stride=5)).start()
+    job = BackgroundTranslation(ct_node, None, RunSettings(settings.model, device="cuda"))
+    job.start()
+    state = job.wait(timeout=120)
+    if state.state == "succeeded":
+        pytest.skip("this machine has CUDA, so the device error cannot be provoked")
+    assert state.state == "failed"
+    assert "cuda" in state.error and "\n" not in state.error
+    assert "regc2p: error:" in state.details
+    assert headless.GetNumberOfNodes() == count
+
+
+# --------------------------------------------------------------------------- models, devices, dependencies
+
+
+def test_import_model_checks_the_file_and_reports_its_sha256(tmp_path, small_model_file, small_config):
+    folder = tmp_path / "user models"
+    imported = models.import_model(small_model_file, folder)
+    assert imported.path == folder / small_model_file.name and not imported.already_present
+    assert imported.sha256 == file_sha256(small_model_file) == file_sha256(imported.path)
+    assert models.import_model(small_model_file, folder).already_present
+    assert [c.path for c in models.available_models(folder, bundled_folder=tmp_path / "none")] == [imported.path]
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(small_model_file.read_bytes()[:-100])
+    with pytest.raises(ModelFileError):
+        models.import_model(broken, folder)
+    assert not (folder / "broken.safetensors").exists()
+    clash = tmp_path / "other" / small_model_file.name  # same name, other weights
+    clash.parent.mkdir()
+    save_model(clash, new_model(small_config, seed=7))
+    with pytest.raises(InputError, match="different model"):
+        models.import_model(clash, folder)
+    assert file_sha256(imported.path) == imported.sha256
+
+
+def test_default_model_is_bundled_first_then_user(tmp_path, small_model_file):
+    bundled, user = tmp_path / "bundled", tmp_path / "user"
+    bundled.mkdir()
+    user.mkdir()
+    assert models.default_model(user, bundled) is None
+    (user / "mine.safetensors").write_bytes(small_model_file.read_bytes())
+    assert models.default_model(user, bundled) == user / "mine.safetensors"
+    for name in ("a.safetensors", "default.safetensors"):
+        (bundled / name).write_bytes(small_model_file.read_bytes())
+    assert models.default_model(user, bundled) == bundled / "default.safetensors"
+    assert [c.bundled for c in models.available_models(user, bundled)] == [True, True, False]
+
+
+def test_device_choices_list_every_device_with_reasons():
+    choices = {c.name: c for c in models.device_choices()}
+    assert list(choices) == ["auto", "cpu", "cuda", "mps"]
+    assert choices["auto"].usable and choices["cpu"].usable
+    for choice in choices.values():
+        assert choice.usable or (choice.reason and "\n" not in choice.reason)
+
+
+def test_module_requirements_are_installed_here_and_exclude_slicer_provided_packages():
+    names = [r.split(">")[0].split("=")[0].strip().lower() for r in requirements()]
+    assert "safetensors" in names and not {"torch", "simpleitk", "numpy"} & set(names)
+    assert missing_requirements() == []
+
+
+# --------------------------------------------------------------------------- batch script
+
+
+def test_batch_script_translates_a_folder_of_two_cts(tmp_path, make_ct, directions, small_model_file, assert_same_geometry):
+    cts = tmp_path / "cts"
+    cts.mkdir()
+    images = {
+        "a": make_ct((8, 40, 40), direction=directions["OBLIQUE"], seed=1),
+        "b": make_ct((9, 36, 44), direction=directions["RAS"], seed=2),
+    }
+    sitk.WriteImage(images["a"], str(cts / "a.nii.gz"))
+    sitk.WriteImage(images["b"], str(cts / "b.nrrd"))
+    args = ["--ct", str(cts), "--out", str(tmp_path / "pets"), "--scene", str(tmp_path / "scenes")]
+    args += ["--model", str(small_model_file), "--refine", "non-overlap"]
+    run = subprocess.run(
+        [sys.executable, str(BATCH_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "2 of 2 translated" in run.stderr
+    for name, image in images.items():
+        pet = sitk.ReadImage(str(tmp_path / "pets" / f"{name}_synthetic_pet.nii.gz"))
+        assert_same_geometry(pet, image, tol=1e-5)
+        assert pet.GetPixelID() == sitk.sitkFloat32
+        assert (tmp_path / "scenes" / f"{name}.mrb").is_file()
+    loaded = _read_mrb(tmp_path / "scenes" / "a.mrb", tmp_path / "a_scene")
+    try:
+        pet_node = loaded.scene.GetFirstNodeByName("a synthetic PET")
+        assert pet_node.GetDisplayNode().GetColorNodeID() == HEAT
+        assert pet_node.GetAttribute("RegC2P.Refine") == "non-overlap"
+    finally:
+        loaded.close()
+
+
+def test_batch_script_single_file_and_one_line_errors(tmp_path, make_ct, small_model_file, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("RegC2PBatch", BATCH_SCRIPT)
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)  # in-process: same code as the subprocess run above
+    ct, pet, scene = tmp_path / "ct.nrrd", tmp_path / "pet.nrrd", tmp_path / "fused.mrb"
+    sitk.WriteImage(make_ct((6, 32, 32)), str(ct))
+    base = ["--model", str(small_model_file), "--ct", str(ct)]
+    assert batch.main([*base, "--out", str(pet), "--scene", str(scene), "--refine", "none"]) == 0
+    assert pet.is_file() and scene.is_file()
+    assert batch.main([*base, "--out", str(ct)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("regc2p: error: --out is the input CT")
+    assert batch.main([*base, "--out", str(tmp_path / "pet.nrrd"), "--scene", str(tmp_path / "fused.zip")]) == 2
+    assert "must end in .mrb" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- sample data
+
+
+def test_sample_phantom_loads_under_a_study_and_translates(headless, settings):
+    from RegC2PLib.volume_io import check_ct
+    from RegC2PSlicer.sample_data import THUMBNAIL, load_phantom
+
+    ct_node, pet_node = load_phantom(headless, size="tiny")
+    check_ct(volumes.image_from_volume_node(ct_node))  # a plausible CT in HU
+    assert pet_node.GetDisplayNode().GetColorNodeID() == HEAT
+    assert float(slicer.util.arrayFromVolume(pet_node).max()) > 1.0  # SUV, with uptake
+    assert study_of(ct_node) == study_of(pet_node) == "Synthetic PET/CT"
+    synthetic = processing.process(ct_node, None, RunSettings(settings.model, refine="none"))
+    assert study_of(synthetic) == "Synthetic PET/CT"
+    assert THUMBNAIL.is_file()
+
+
+def test_display_changes_after_the_run_touch_only_the_pet(headless, ct_node, settings):
+    pet_node = processing.process(ct_node, None, settings)
+    other = volumes.add_volume_node(headless, volumes.image_from_volume_node(ct_node), "other")
+    composites(headless)[0].SetForegroundVolumeID(other.GetID())
+    output.set_fusion_opacity(pet_node, 0.9)
+    output.update_pet_display(pet_node, "PET-DICOM", (2.0, 4.0))
+    opacities = [c.GetForegroundOpacity() for c in composites(headless)]
+    assert opacities == pytest.approx([0.5, 0.9, 0.9])
+    display = pet_node.GetDisplayNode()
+    assert display.GetColorNodeID() == "vtkMRMLPETProceduralColorNodePET-DICOM"
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((2.0, 4.0))
+    with pytest.raises(InputError, match="SUV window"):
+        output.update_pet_display(pet_node, "PET-Heat", (4.0, 2.0))

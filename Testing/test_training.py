@@ -1,0 +1,284 @@
+"""Training: losses fall, R learns a known shift, one code path for both modes,
+kill-and-resume reproduces an uninterrupted run, clean stop, evaluation by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from RegC2PLib.config import IntensityConfig, RegistrationConfig, preset
+from RegC2PLib.data.phantom import PhantomConfig, write_dataset
+from RegC2PLib.data.samples import SliceDataset
+from RegC2PLib.data.studies import discover_studies
+from RegC2PLib.errors import InputError
+from RegC2PLib.evaluation import score_volume, summarize
+from RegC2PLib.model_file import load_model
+from RegC2PLib.networks import RegistrationNet, smoothness_loss, warp
+from RegC2PLib.training.config import TrainConfig
+from RegC2PLib.training.loop import MetricsLog, StageSettings, StopRequest, TrainingStopped, run_stage
+from RegC2PLib.training.runner import RunOptions, train
+from RegC2PLib.training.tasks import GanTask, RefinerTask
+
+SIZE = 64
+MODEL = preset("small").with_changes(image_size=SIZE)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("phantoms") / "data"
+    write_dataset(root, 5, PhantomConfig(shape=(24, 64, 64)), seed=7)
+    return root
+
+
+@pytest.fixture(scope="module")
+def slices(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> SliceDataset:
+    studies, skipped = discover_studies(dataset)
+    assert not skipped
+    return SliceDataset(studies, MODEL, tmp_path_factory.mktemp("cache"))
+
+
+def _batch(dataset: SliceDataset, indices: list[int]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([dataset[i][key] for i in indices]) for key in ("ct", "pet")}
+
+
+def test_stage1_losses_fall_on_phantoms(slices: SliceDataset) -> None:
+    torch.manual_seed(0)
+    task = GanTask(MODEL, TrainConfig(), CPU)
+    order = torch.randperm(len(slices), generator=torch.Generator().manual_seed(0)).tolist()
+    losses = [task.train_step(_batch(slices, order[2 * i : 2 * i + 2])) for i in range(30)]
+    first = np.mean([step["l_corr"] for step in losses[:5]])
+    last = np.mean([step["l_corr"] for step in losses[-5:]])
+    assert last < 0.5 * first, (first, last)
+    assert all(np.isfinite(list(step.values())).all() for step in losses)
+
+
+def test_registration_network_learns_a_known_shift() -> None:
+    """fixed = moving moved by (+2, -3) px, so warp(moving, u) = fixed needs u = (-2, +3)."""
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    moving = (torch.sin(xx / 3.0) * torch.cos(yy / 4.0) + 0.3 * torch.sin((xx + yy) / 5.0))[None, None]
+    fixed = torch.roll(moving, shifts=(2, -3), dims=(2, 3))
+    net = RegistrationNet(RegistrationConfig((16, 16, 16), (16, 16, 16), 32, 1))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(250):
+        field = net(moving, fixed)
+        loss = F.l1_loss(warp(moving, field)[..., 4:-4, 4:-4], fixed[..., 4:-4, 4:-4]) + 0.1 * smoothness_loss(field)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    interior = net(moving, fixed).detach()[0, :, 8:-8, 8:-8].mean(dim=(1, 2))
+    assert torch.allclose(interior, torch.tensor([-2.0, 3.0]), atol=0.5), interior
+
+
+@pytest.mark.parametrize("mode", ["regc2p", "pix2pix"])
+def test_both_modes_run_the_same_step(mode: str, slices: SliceDataset) -> None:
+    task = GanTask(MODEL, TrainConfig(mode=mode, refiner_target="misaligned"), CPU)
+    assert ("registration" in task.modules) == (mode == "regc2p")
+    before = {k: v.clone() for k, v in task.generator.state_dict().items()}
+    losses = task.train_step(_batch(slices, [0, 1]))
+    assert set(losses) == {"loss_g", "l_corr", "l_smooth", "l_adv", "loss_d"}
+    assert (losses["l_smooth"] == 0.0) == (mode == "pix2pix")
+    assert any(not torch.equal(before[k], v) for k, v in task.generator.state_dict().items())
+
+
+def test_registered_refiner_target_undoes_r_field(slices: SliceDataset) -> None:
+    """With R predicting a constant shift u, the target is the PET moved by -u (onto G's output)."""
+    stage1 = GanTask(MODEL, TrainConfig(), CPU)
+
+    class ConstantShift(torch.nn.Module):
+        def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+            field = torch.zeros(moving.shape[0], 2, *moving.shape[-2:])
+            field[:, 0], field[:, 1] = 3.0, -2.0
+            return field
+
+    task = RefinerTask(MODEL, TrainConfig(), CPU, stage1.generator, ConstantShift())  # type: ignore[arg-type]
+    pet = torch.rand(1, 4, SIZE, SIZE)
+    _, target = task.inputs_and_targets(torch.zeros(1, 4, SIZE, SIZE), pet)
+    # warp(target, u) must give the PET back: target(p) = pet(p - u) = pet(y - 3, x + 2)
+    expected = torch.roll(pet, shifts=(3, -2), dims=(2, 3))
+    assert torch.allclose(target[0, 0, :, 8:-8, 8:-8], expected[0, :, 8:-8, 8:-8], atol=1e-4)
+
+
+def test_stop_request_keeps_a_checkpoint_and_resume_is_exact(slices: SliceDataset, tmp_path: Path) -> None:
+    settings = StageSettings(
+        epochs=2,
+        batch_size=2,
+        max_steps=9,
+        lr_schedule="linear-decay",
+        decay_start=0.5,
+        checkpoint_every=4,
+        seed=0,
+        num_workers=0,
+    )
+
+    def fresh() -> GanTask:
+        torch.manual_seed(0)
+        return GanTask(MODEL, TrainConfig(), CPU)
+
+    reference = fresh()
+    run_stage(reference, slices, settings, tmp_path / "a", _log(tmp_path / "a"), None, StopRequest())
+
+    calls = iter(range(100))
+    stopping = StopRequest()
+    stopping.__class__ = type("StopAtSix", (StopRequest,), {"__call__": lambda self: next(calls) == 5})
+    with pytest.raises(TrainingStopped, match="step 6"):
+        run_stage(fresh(), slices, settings, tmp_path / "b", _log(tmp_path / "b"), None, stopping)
+    resumed = fresh()
+    run_stage(resumed, slices, settings, tmp_path / "b", _log(tmp_path / "b"), None, StopRequest())
+    for name, module in reference.modules.items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, resumed.modules[name].state_dict()[key]), f"{name}.{key}"
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 10))
+
+
+def _log(folder: Path) -> MetricsLog:
+    folder.mkdir(parents=True, exist_ok=True)
+    return MetricsLog(folder / "log.jsonl")
+
+
+def _train_command(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "RegC2PLib", "train", "--data", str(data), "--out", str(out), "--image-size", str(SIZE),
+        "--epochs", "1", "--refiner-epochs", "1", "--max-steps", "6", "--checkpoint-every", "2", "--progress", "none", *extra,
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    model = load_model(path)
+    state = {f"generator.{k}": v for k, v in model.generator.state_dict().items()}
+    assert model.refiner is not None
+    state.update({f"refiner.{k}": v for k, v in model.refiner.state_dict().items()})
+    return state
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(dataset: Path, tmp_path: Path) -> None:
+    """A real process killed (SIGKILL) right after its first checkpoint, then --resume, ends
+    with exactly the weights of an uninterrupted run (same data, seed and thread count)."""
+    subprocess.run(_train_command(dataset, tmp_path / "whole"), check=True, env=_env(), capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(dataset, killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for(killed / "checkpoints" / "stage1_last.pt", process)
+    process.kill()
+    process.wait()
+    assert not (killed / "model.safetensors").exists()
+    subprocess.run(
+        [sys.executable, "-m", "RegC2PLib", "train", "--out", str(killed), "--resume", "--progress", "none"],
+        check=True,
+        env=_env(),
+        capture_output=True,
+    )
+    whole, resumed = _tensors(tmp_path / "whole" / "model.safetensors"), _tensors(killed / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key
+    for run in (tmp_path / "whole", killed):
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records if r["kind"] == "train" and r["stage"] == "stage1"] == list(range(1, 7))
+        assert (run / "curves.png").stat().st_size > 1000
+        assert json.loads((run / "split.json").read_text())["train"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_keeps_a_checkpoint(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        _train_command(dataset, out, "--stage", "1", "--max-steps", "500"),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(out / "metrics.jsonl", process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "continue with --resume" in err
+    checkpoint = torch.load(out / "checkpoints" / "stage1_last.pt", weights_only=True)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert checkpoint["counters"]["step"] == steps[-1] < 500
+    assert not (out / "model.safetensors").exists()
+
+
+def test_train_refuses_bad_run_folders(dataset: Path, tmp_path: Path) -> None:
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("keep me")
+    options = RunOptions(dataset, occupied, MODEL, TrainConfig(max_steps=1))
+    with pytest.raises(InputError, match="already exists and is not empty; use --resume"):
+        train(options)
+    assert (occupied / "notes.txt").read_text() == "keep me"
+    with pytest.raises(InputError, match="not a RegC2P run folder"):
+        train(RunOptions(None, tmp_path / "nothing", MODEL, TrainConfig(), resume=True))
+    with pytest.raises(InputError, match="--stage 2 needs a run whose stage 1 is trained"):
+        train(RunOptions(dataset, tmp_path / "new", MODEL, TrainConfig(stage="2")))
+    with pytest.raises(InputError, match="does not exist"):
+        train(RunOptions(tmp_path / "missing", tmp_path / "new2", MODEL, TrainConfig()))
+
+
+def test_slice_layout_trains_stage1_and_refuses_stage2(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for subset, n in (("train", 4), ("val", 2)):
+        for side in ("A", "B"):
+            (tmp_path / "npy" / subset / side).mkdir(parents=True)
+        for i in range(n):
+            ct = rng.uniform(-1, 1, (SIZE, SIZE)).astype(np.float32)
+            np.save(tmp_path / "npy" / subset / "A" / f"p1_{i}.npy", ct)
+            np.save(tmp_path / "npy" / subset / "B" / f"p1_{i}.npy", np.clip(ct, -1, 0))
+    model = train(RunOptions(tmp_path / "npy", tmp_path / "run", MODEL, TrainConfig(stage="1", max_steps=2, epochs=1)))
+    assert load_model(model).refiner is None
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["train", "train", "val"]
+    with pytest.raises(InputError, match="only supports --stage 1"):
+        train(RunOptions(tmp_path / "npy", tmp_path / "run2", MODEL, TrainConfig(max_steps=2, epochs=1)))
+
+
+def test_evaluation_matches_a_hand_computation() -> None:
+    """pred = reference + 1 SUV except a lesion 3 SUV too low; SUV MAE in the body, lesion
+    SUVmax error and the paper-scale MAE (32767 · mean |Δ| / SUVmax) by hand."""
+    intensity = IntensityConfig(pet_suv_max=20.0)
+    ct = np.full((6, 32, 32), -1000.0)
+    ct[:, 8:24, 8:24] = 40.0
+    reference = np.zeros_like(ct)
+    reference[:, 8:24, 8:24] = 2.0
+    lesions = np.zeros(ct.shape, np.uint8)
+    lesions[2:4, 12:15, 12:15] = 1
+    reference[lesions == 1] = 9.0
+    pred = reference + 1.0
+    pred[lesions == 1] = 6.0
+    scores = score_volume("hand", pred, reference, ct, intensity, lesions)
+    body = np.zeros(ct.shape, bool)
+    body[:, 8:24, 8:24] = True
+    expected_mae = np.abs(pred - reference)[body].mean()
+    assert scores.suv.mae_body == pytest.approx(expected_mae)
+    assert scores.suv.lesion_suvmax_error == pytest.approx(3.0)
+    assert scores.suv.lesion_suvmax_bias == pytest.approx(-3.0)
+    # [0, 1] paper scale = SUV / 20 here; per-slice means of equal-sized slices = global mean
+    assert scores.paper.mae == pytest.approx(32767.0 * np.abs(pred - reference).mean() / 20.0)
+    pooled = summarize([scores, scores])
+    assert pooled["mae"] == pytest.approx(scores.paper.mae)
+    assert pooled["n_lesions"] == 2
