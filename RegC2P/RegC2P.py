@@ -13,7 +13,6 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from RegC2PSlicer.output import DEFAULT_OPACITY, DEFAULT_PET_COLOR, DEFAULT_SUV_WINDOW, PET_COLORS
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -25,6 +24,8 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+from RegC2PSlicer.output import DEFAULT_OPACITY, DEFAULT_PET_COLOR, DEFAULT_SUV_WINDOW, PET_COLORS
 
 # Same values as RegC2PLib.inference.REFINE_MODES / DEVICE_CHOICES (checked by Testing/test_ui_file.py);
 # repeated here because importing RegC2PLib.inference needs torch.

@@ -1,16 +1,31 @@
-"""RegC2P Training: the Slicer entry for training RegC2P models (command line for now).
+"""RegC2P Training: train RegC2P models from CT/PET volumes in the scene or from a dataset folder.
 
-Training runs outside Slicer with the ``regc2p train`` command of RegC2PLib (installed
-with the RegC2P module); this module explains how and checks that the library loads.
+A headless scripted module: the logic (:class:`RegC2PTrainingLogic`) is used from the
+Python console and from ``Slicer --no-main-window --python-script
+RegC2PTrainingBatch.py``; the panel only explains that. The work is done by
+``RegC2PSlicer.training`` (installed with the RegC2P module); long runs go to a
+background process so Slicer never freezes (see docs/slicer.md, "Training in Slicer").
 """
+
+import logging
 
 import qt
 import slicer
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 
-TRAIN_COMMAND = "regc2p train --data DATASET_FOLDER --out RUN_FOLDER"
+POLL_INTERVAL_MS = 500
+CONSOLE_EXAMPLE = """import RegC2PTraining
+logic = RegC2PTraining.RegC2PTrainingLogic()
+pairs = [(slicer.util.getNode("CT 1"), slicer.util.getNode("PET 1")), ...]
+job = logic.trainFromNodes(pairs, "/path/to/run", waitForCompletion=False)
+job.state          # progress; job.stop() stops cleanly, job.start() continues"""
 
 
 class RegC2PTraining(ScriptedLoadableModule):
@@ -23,10 +38,12 @@ class RegC2PTraining(ScriptedLoadableModule):
         self.parent.dependencies = ["RegC2P"]
         self.parent.contributors = ["RegC2P contributors"]
         self.parent.helpText = _(
-            "Training RegC2P models (generator G with registration network R, then the 3D refiner F) is done with the "
-            "<code>regc2p train</code> command line, outside the Slicer window, because it runs for hours. "
-            "This module has no training panel. After training, load the run's <code>model.safetensors</code> in the "
-            "RegC2P module with <b>Import model…</b>."
+            "Trains RegC2P models (generator G with registration network R, then the 3D refiner F) from pairs of CT "
+            "and PET (SUV) volumes loaded in the scene, or from a dataset folder. There is no training panel: use the "
+            "module's logic from the Python console, or the <code>RegC2PTrainingBatch.py</code> script with "
+            "<code>Slicer --no-main-window --python-script</code>. Training runs in a background process with "
+            "progress and a clean stop, so Slicer stays responsive. Load the run's <code>model.safetensors</code> in "
+            "the RegC2P module with <b>Import model…</b>. See docs/slicer.md, 'Training in Slicer'."
         )
         self.parent.acknowledgementText = _(
             "RegC2P implements: Nguyen Thanh Trung, Le Ke Hung, 'RegC2P: A registration-enhanced GAN for 3D "
@@ -36,33 +53,187 @@ class RegC2PTraining(ScriptedLoadableModule):
 
 
 class RegC2PTrainingWidget(ScriptedLoadableModuleWidget):
-    """Shows how to train from the command line (there is no training panel)."""
+    """Explains how to train from the console or a batch script (there is no training panel)."""
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        self.logic = RegC2PTrainingLogic()
         label = qt.QLabel(
-            _("Train in a terminal with the regc2p command line (pip-install the RegC2P repository; see docs/slicer.md):")
-            + f"<pre>{TRAIN_COMMAND}</pre>"
+            _("Train from the Python console (or with Resources/Scripts/RegC2PTrainingBatch.py; see docs/slicer.md):")
+            + f"<pre>{CONSOLE_EXAMPLE}</pre>"
         )
         label.wordWrap = True
         label.textInteractionFlags = qt.Qt.TextSelectableByMouse
         self.layout.addWidget(label)
         self.layout.addStretch(1)
 
+    def cleanup(self) -> None:
+        """Ask the background runs started from this module to stop cleanly (checkpoints are kept)."""
+        self.logic.stopAll()
+
+
+class RegC2PTrainingLogic(ScriptedLoadableModuleLogic):
+    """Training from the console and scripts; blocking or in a background process.
+
+    Console use (blocking; returns the model file path)::
+
+        import RegC2PTraining
+        logic = RegC2PTraining.RegC2PTrainingLogic()
+        pairs = [(slicer.util.getNode("CT 1"), slicer.util.getNode("PET 1")), ...]  # at least 3 studies
+        modelPath = logic.trainFromNodes(pairs, "/path/to/run", logic.settings("small", imageSize=128, epochs=20))
+
+    ``waitForCompletion=False`` returns the running :class:`RegC2PSlicer.training.TrainingJob`
+    (``job.state``, ``job.stop()``, ``job.cancel()``, ``job.start()`` to continue);
+    ``progress(fraction, message)`` and ``onFinished(jobState)`` are then called from a
+    timer. Errors raise ``RegC2PLib.errors.RegC2PError`` subclasses with a one-line message.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._timers = []
+        self.jobs = []
+
+    def ensureDependencies(self) -> None:
+        """Install torch (PyTorch extension) and the pip requirements at first use, asking first."""
+        from RegC2PSlicer.dependencies import ensure_dependencies
+
+        ensure_dependencies(lambda question: slicer.util.confirmOkCancelDisplay(question, windowTitle=_("RegC2P Training")))
+
+    def settings(self, preset="small", imageSize=None, **trainOptions):
+        """TrainingSettings from a network preset, a slice size (pixels) and TrainConfig fields (epochs, max_steps, ...)."""
+        self.ensureDependencies()
+        from RegC2PSlicer.training import TrainingSettings
+
+        return TrainingSettings.from_preset(preset, imageSize, **trainOptions)
+
+    def trainFromNodes(
+        self, pairs, runFolder, settings=None, datasetFolder=None, waitForCompletion=True, progress=None, onFinished=None
+    ):
+        """Train on (CT, PET[, aligned PET]) volume node pairs; they are written with their geometry
+        to ``datasetFolder`` (default: a temporary folder) and only read."""
+        self.ensureDependencies()
+        from RegC2PSlicer.training import TrainingJob
+
+        job = TrainingJob.from_nodes(pairs, runFolder, settings, datasetFolder)
+        return self._go(job, waitForCompletion, progress, onFinished)
+
+    def trainFromFolder(self, dataFolder, runFolder, settings=None, waitForCompletion=True, progress=None, onFinished=None):
+        """Train on a dataset folder (one sub-folder per study with ct.* and pet.*, see docs/datasets.md)."""
+        self.ensureDependencies()
+        from RegC2PSlicer.training import TrainingJob
+
+        job = TrainingJob.from_folder(dataFolder, runFolder, settings)
+        return self._go(job, waitForCompletion, progress, onFinished)
+
+    def resumeRun(self, run, waitForCompletion=True, progress=None, onFinished=None, **overrides):
+        """Continue a stopped run: a job returned earlier (keeps its temporary pairs) or a run folder.
+
+        ``overrides`` may change stage, epochs, refiner_epochs or max_steps.
+        """
+        self.ensureDependencies()
+        from RegC2PSlicer.training import TrainingJob
+
+        if isinstance(run, TrainingJob):
+            job = run
+            job.set_overrides(overrides)
+        else:
+            job = TrainingJob.open(run, overrides)
+        return self._go(job, waitForCompletion, progress, onFinished)
+
+    def stopAll(self) -> None:
+        """Ask every background run of this logic to stop after its current step."""
+        for job in self.jobs:
+            job.request_stop()
+
+    def _go(self, job, waitForCompletion, progress, onFinished):
+        if waitForCompletion:
+            return job.run(progress)
+        job.start()
+        self.jobs.append(job)
+        timer = qt.QTimer()
+        timer.setInterval(POLL_INTERVAL_MS)
+
+        def poll():
+            state = job.poll()
+            if progress is not None:
+                progress(state.fraction, state.message)
+            if state.finished:
+                timer.stop()
+                self._timers.remove(timer)
+                self.jobs.remove(job)
+                if state.state == "failed":
+                    logging.error(f"RegC2P training of {job.out} failed: {state.error}\n{state.details}")
+                if onFinished is not None:
+                    onFinished(state)
+
+        timer.connect("timeout()", poll)
+        self._timers.append(timer)
+        timer.start()
+        return job
+
 
 class RegC2PTrainingTest(ScriptedLoadableModuleTest):
-    """The training library shipped with RegC2P imports and builds a model configuration."""
+    """Trains a tiny model from three phantom CT/PET pairs in the scene, blocking and in the background."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_library_loads()
+        self.test_train_from_scene_nodes()
+        self.setUp()
+        self.test_background_stop_and_continue()
 
-    def test_library_loads(self):
-        from RegC2PLib.config import preset
+    def _pairs(self):
+        from RegC2PLib.data.phantom import PhantomConfig, generate_case
+        from RegC2PSlicer.volumes import add_volume_node
 
-        config = preset("small")
-        self.assertGreater(config.image_size, 0)
-        self.delayDisplay("RegC2PLib training configuration loads")
+        pairs = []
+        for seed in range(3):
+            case = generate_case(PhantomConfig(shape=(24, 64, 64)), seed)
+            pairs.append(
+                (
+                    add_volume_node(slicer.mrmlScene, case.ct, f"CT {seed + 1}"),
+                    add_volume_node(slicer.mrmlScene, case.pet, f"PET {seed + 1}"),
+                )
+            )
+        return pairs
+
+    def test_train_from_scene_nodes(self):
+        import tempfile
+        from pathlib import Path
+
+        from RegC2PLib.model_file import load_model
+
+        logic = RegC2PTrainingLogic()
+        pairs = self._pairs()
+        run = Path(tempfile.mkdtemp(prefix="RegC2PTrainingTest-")) / "run"
+        settings = logic.settings("small", imageSize=64, epochs=1, refiner_epochs=1, max_steps=2)
+        modelPath = logic.trainFromNodes(pairs, run, settings)
+        model = load_model(modelPath)
+        self.assertEqual(model.config.image_size, 64)
+        self.assertIsNotNone(model.refiner)
+        self.delayDisplay("Trained a model from scene nodes")
+
+    def test_background_stop_and_continue(self):
+        import tempfile
+        import time
+        from pathlib import Path
+
+        logic = RegC2PTrainingLogic()
+        run = Path(tempfile.mkdtemp(prefix="RegC2PTrainingTest-")) / "run"
+        settings = logic.settings("small", imageSize=64, stage="1", epochs=1, max_steps=3)
+        finished = []
+        job = logic.trainFromNodes(self._pairs(), run, settings, waitForCompletion=False, onFinished=finished.append)
+        job.request_stop()
+        while not finished:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertEqual(finished[-1].state, "stopped")
+        self.assertTrue((run / "checkpoints" / "stage1_last.pt").is_file())
+        logic.resumeRun(job, waitForCompletion=False, onFinished=finished.append)
+        while len(finished) < 2:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertEqual(finished[-1].state, "succeeded", finished[-1].error)
+        self.delayDisplay("Stopped and continued a background run")

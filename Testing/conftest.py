@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+
 from RegC2PLib.config import ModelConfig, preset
 from RegC2PLib.model_file import LoadedModel, new_model, save_model
 

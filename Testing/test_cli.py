@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from safetensors import safe_open
+from safetensors.torch import save_file
+
 from RegC2PLib.cli import main
 from RegC2PLib.config import preset
 from RegC2PLib.volume_io import read_image
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 SUBPROCESS_TIMEOUT = 180
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+
 from RegC2PLib.config import preset
 from RegC2PLib.data.phantom import PhantomConfig, write_dataset
 from RegC2PLib.data.samples import NpySliceDataset, SliceDataset, WindowDataset, cache_key, loader_speed, prepare_studies

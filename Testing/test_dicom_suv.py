@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
 from RegC2PLib.data.dicom_suv import read_ct_hu, read_pet_suv
 from RegC2PLib.data.studies import discover_studies, load_study
 from RegC2PLib.errors import InputError

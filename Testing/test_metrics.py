@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from RegC2PLib.metrics import body_mask, paper_metrics, psnr_slices, ssim_slices, suv_metrics
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from RegC2PLib.metrics import body_mask, paper_metrics, psnr_slices, ssim_slices, suv_metrics
 
 
 def _pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:

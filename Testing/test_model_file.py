@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
 from RegC2PLib import model_file
 from RegC2PLib.config import ModelConfig, preset
 from RegC2PLib.errors import InputError, ModelFileError
 from RegC2PLib.inference import TranslationOptions, translate_volume
 from RegC2PLib.model_file import LoadedModel, load_model, new_model, read_config, save_model
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 
 def _read_all(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -161,6 +162,16 @@ def test_config_edit_keeping_shapes_fails_integrity(tmp_path: Path, small_model_
     config[section][key] = value
     metadata["regc2p_config"] = json.dumps(config, sort_keys=True)
     path = tmp_path / "edited_intensity.safetensors"
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(ModelFileError, match="integrity"):
+        load_model(path)
+
+
+def test_digest_without_the_config_is_refused(tmp_path: Path, small_model_file: Path) -> None:
+    """A digest over the tensors alone (config left out, so it could be edited freely) fails the check."""
+    tensors, metadata = _read_all(small_model_file)
+    metadata["regc2p_tensors_sha256"] = model_file.tensors_digest(tensors, "")
+    path = tmp_path / "tensors_only.safetensors"
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(ModelFileError, match="integrity"):
         load_model(path)

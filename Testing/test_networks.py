@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from RegC2PLib.config import preset
 from RegC2PLib.networks import Discriminator, Generator, Refiner, RegistrationNet, smoothness_loss, warp
-from torch import nn
 
 PRESETS = ("small", "paper")
 

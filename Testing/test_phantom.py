@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
+
 from RegC2PLib.cli import main
 from RegC2PLib.data.pet_physics import add_noise, blur_fwhm, noise_field
 from RegC2PLib.data.phantom import PhantomConfig, case_seed, generate_case, write_dataset
 from RegC2PLib.data.phantom_anatomy import Tissue, tissue_values
 from RegC2PLib.errors import InputError
 from RegC2PLib.volume_io import resample_onto
-from scipy import ndimage
 
 SMALL = PhantomConfig(shape=(64, 96, 96))
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from RegC2PLib.slice_grid import SliceGrid
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from RegC2PLib.config import IntensityConfig, RegistrationConfig, preset
 from RegC2PLib.data.phantom import PhantomConfig, write_dataset
 from RegC2PLib.data.samples import SliceDataset

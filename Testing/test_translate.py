@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+
 from RegC2PLib.errors import CancelledError, DeviceError, InputError
 from RegC2PLib.inference import TranslationOptions, translate_volume
 from RegC2PLib.model_file import LoadedModel

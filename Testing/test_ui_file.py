@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
 from RegC2PLib.inference import REFINE_MODES
 from RegC2PLib.inference.device import DEVICE_CHOICES
 

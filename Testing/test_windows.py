@@ -8,10 +8,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from RegC2PLib.errors import CancelledError
 from RegC2PLib.inference import WindowPlan, refine_windows
 from RegC2PLib.progress import CancelToken
-from torch import nn
 
 CPU = torch.device("cpu")
 

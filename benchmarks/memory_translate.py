@@ -70,6 +70,7 @@ def child(args: argparse.Namespace) -> dict[str, float | int | str]:
     import time
 
     import torch
+
     from RegC2PLib.config import preset
     from RegC2PLib.inference import TranslationOptions, translate_volume
     from RegC2PLib.model_file import new_model

@@ -123,6 +123,11 @@ class ModelConfig:
         stride = 2**self.generator.n_downsampling
         if self.image_size % stride or self.image_size < 32:
             raise ValueError(f"image_size {self.image_size} must be >= 32 and divisible by {stride}")
+        if self.image_size < 2 ** (len(self.registration.down_channels) + 1):
+            raise ValueError(
+                f"image_size {self.image_size} is too small for a registration network with "
+                f"{len(self.registration.down_channels)} poolings; use at least {2 ** (len(self.registration.down_channels) + 1)}"
+            )
         if len(self.registration.down_channels) != len(self.registration.up_channels):
             raise ValueError("registration down_channels and up_channels must have the same length")
         if not 1 <= self.refiner.stride <= self.refiner.window:
@@ -135,9 +140,9 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     if not isinstance(data, dict):
         raise TypeError(f"{cls.__name__} must be an object")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise KeyError(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
+    unknown, missing = set(data) - set(fields), set(fields) - set(data)
+    if unknown or missing:
+        raise KeyError(f"{cls.__name__}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         default = (

@@ -4,8 +4,8 @@ Layout: tensors ``generator.<param>`` and ``refiner.<param>``; header metadata
 ``regc2p_config`` (the :class:`ModelConfig` as JSON), ``regc2p_version`` and
 ``regc2p_tensors_sha256`` — a digest of the config JSON and of every tensor's name, dtype,
 shape and bytes, so a file whose weights or config were edited after writing is refused
-(a config edit that keeps every tensor shape, e.g. the SUV range, would otherwise go unseen). Loading never unpickles
-(safetensors holds raw tensors only) and checks every tensor against the config; a
+(a config edit that keeps every tensor shape, e.g. the SUV range, would otherwise go
+unseen). Loading never unpickles (safetensors holds raw tensors only) and checks every tensor against the config; a
 wrong, truncated or tampered file is refused with a one-line reason. R and D are
 training-only and live in training checkpoints, not here.
 """
@@ -32,6 +32,13 @@ from .networks import Generator, Refiner
 
 SUFFIX = ".safetensors"
 _NETWORKS = ("generator", "refiner")
+# The trained default model shipped with the extension (source tree and installed module alike).
+BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / f"default{SUFFIX}"
+
+
+def bundled_model_path() -> Path | None:
+    """The shipped default model file, or ``None`` when this installation has none."""
+    return BUNDLED_MODEL if BUNDLED_MODEL.is_file() else None
 
 
 @dataclass
@@ -62,7 +69,15 @@ def new_model(config: ModelConfig, seed: int = 0, with_refiner: bool = True) -> 
     return model
 
 
-def tensors_digest(tensors: Mapping[str, torch.Tensor], config_json: str = "") -> str:
+def require_bundled_model() -> Path:
+    """The shipped default model file; a one-line error when there is none."""
+    path = bundled_model_path()
+    if path is None:
+        raise ModelFileError(f"no --model given and no bundled default model at {BUNDLED_MODEL}; give --model FILE")
+    return path
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor], config_json: str) -> str:
     """SHA-256 over ``config_json`` and every tensor's name, dtype, shape and bytes, in name order."""
     digest = hashlib.sha256()
     digest.update(f"config|{len(config_json)}|{config_json}|".encode())
@@ -150,7 +165,8 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     unexpected = sorted(k for k in tensors if k.split(".", 1)[0] not in _NETWORKS)
     if unexpected:
         raise ModelFileError(f"{path.name} holds tensors this architecture does not have (e.g. {unexpected[0]})")
-    if tensors_digest(tensors, metadata["regc2p_config"]) != metadata.get("regc2p_tensors_sha256"):
+    stored = metadata.get("regc2p_tensors_sha256")
+    if stored != tensors_digest(tensors, metadata["regc2p_config"]):
         raise ModelFileError(f"{path.name} failed its integrity check: its weights or config were modified after it was written")
     model.sha256, model.path = file_sha256(path), path
     model.info = json.loads(metadata.get("regc2p_info", "{}"))

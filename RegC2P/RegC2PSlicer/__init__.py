@@ -9,6 +9,9 @@ Modules: ``volumes`` (node <-> image with exact geometry), ``output`` (output no
 PET colours, subject hierarchy, fused slice views), ``scene_state`` (snapshot and
 restore for Cancel), ``models`` (bundled and user model files, import, devices),
 ``processing`` (blocking ``process`` and the background job the panel polls),
+``background`` (a ``python -m RegC2PLib`` worker process with JSON-lines progress),
+``training`` (training from scene nodes or a dataset folder, blocking or in the background),
+``scene_bundle`` (saving ``.mrb`` scenes, a fused CT + PET scene from images),
 ``dependencies`` (torch via PyTorchUtils, the rest via pip at first use),
 ``headless`` (a scene with colour tables and slice views without the application) and
 ``sample_data`` (the synthetic PET/CT phantom in the Sample Data module).

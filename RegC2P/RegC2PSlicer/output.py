@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 import slicer
+
 from RegC2PLib.errors import InputError, RegC2PError
 
 from .volumes import copy_geometry, ijk_to_ras, node_ijk_to_ras, update_volume_node_from_image

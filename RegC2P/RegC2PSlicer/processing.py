@@ -15,26 +15,23 @@ exactly (:class:`~RegC2PSlicer.scene_state.SceneSnapshot`).
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
 import slicer
+
 from RegC2PLib.errors import InputError, RegC2PError
 from RegC2PLib.inference import REFINE_MODES, TranslationOptions, translate_volume
 from RegC2PLib.model_file import LoadedModel, file_sha256, load_model, read_config
 from RegC2PLib.progress import CancelToken, ProgressCallback, no_progress
 from RegC2PLib.volume_io import check_ct
 
+from .background import MODULE_DIR, JobState, WorkerProcess, python_executable
 from .models import resolve_model_path
 from .output import (
     DEFAULT_OPACITY,
@@ -48,8 +45,7 @@ from .output import (
 from .scene_state import SceneSnapshot
 from .volumes import check_scalar_volume, image_from_volume_node
 
-# Folder that holds RegC2PLib and RegC2PSlicer (the module folder); goes on the worker's path.
-MODULE_DIR = Path(__file__).resolve().parent.parent
+__all__ = ["MODULE_DIR", "BackgroundTranslation", "JobState", "RunSettings", "process", "python_executable"]
 
 
 @dataclass(frozen=True)
@@ -150,35 +146,6 @@ def process(
 
 
 @dataclass
-class JobState:
-    """What the panel shows: ``state`` is running, succeeded, failed or cancelled.
-
-    ``fraction`` in [0, 1]; ``message`` the latest progress text; ``error`` a one-line
-    reason (failed); ``details`` the worker's full error output for the log.
-    """
-
-    state: str = "running"
-    fraction: float = 0.0
-    message: str = "starting"
-    error: str | None = None
-    details: str = ""
-    seconds_left: float | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state != "running"
-
-
-def python_executable() -> str:
-    """``PythonSlicer`` inside Slicer (Slicer's own Python), else this interpreter."""
-    if hasattr(slicer, "app"):
-        found = shutil.which("PythonSlicer")
-        if found:
-            return found
-    return sys.executable
-
-
-@dataclass
 class BackgroundTranslation:
     """One translation in a separate process, polled by the panel (see module docstring)."""
 
@@ -188,13 +155,9 @@ class BackgroundTranslation:
     python: str | None = None
     result_node: slicer.vtkMRMLScalarVolumeNode | None = None
     _state: JobState = field(default_factory=JobState)
-    _process: subprocess.Popen | None = None
+    _worker: WorkerProcess | None = None
     _workdir: Path | None = None
-    _lines: queue.Queue = field(default_factory=queue.Queue)
-    _stderr: list[str] = field(default_factory=list)
-    _readers: list[threading.Thread] = field(default_factory=list)
     _snapshot: SceneSnapshot | None = None
-    _started: float = 0.0
     _model_path: Path | None = None
     _model_sha256: str = ""
 
@@ -215,62 +178,23 @@ class BackgroundTranslation:
             ct_file = self._workdir / "ct.nrrd"
             sitk.WriteImage(ct, str(ct_file), False)
             del ct
-            command = [
-                self.python or python_executable(),
-                "-m",
-                "RegC2PLib",
-                "translate",
-                "--ct",
-                str(ct_file),
-                "--model",
-                str(self._model_path),
-                "--out",
-                str(self._workdir / "pet.nrrd"),
-                "--progress",
-                "jsonl",
-                *self.settings.cli_arguments(),
-            ]
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join([str(MODULE_DIR), *filter(None, [env.get("PYTHONPATH")])])
-            env["PYTHONUNBUFFERED"] = "1"
-            self._process = subprocess.Popen(
-                command,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                env=env,
-                cwd=str(self._workdir),
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
-            )
+            arguments = ["translate", "--ct", str(ct_file), "--model", str(self._model_path)]
+            arguments += ["--out", str(self._workdir / "pet.nrrd"), "--progress", "jsonl", *self.settings.cli_arguments()]
+            self._worker = WorkerProcess(arguments, self._workdir, "translation", self.python)
+            self._worker.start()
         except BaseException:
             self._cleanup()
             raise
-        self._started = time.monotonic()
-        for stream, sink in ((self._process.stdout, self._lines.put), (self._process.stderr, self._stderr.append)):
-            reader = threading.Thread(target=_pump, args=(stream, sink), daemon=True)
-            reader.start()
-            self._readers.append(reader)
 
     def poll(self) -> JobState:
         """Progress so far; when the worker has ended, load its result (or report its error)."""
-        if self._state.finished or self._process is None:
+        if self._state.finished or self._worker is None:
             return self._state
-        while True:
-            try:
-                line = self._lines.get_nowait()
-            except queue.Empty:
-                break
-            self._progress_line(line)
-        if self._process.poll() is None:
-            return self._state
-        for reader in self._readers:
-            reader.join(timeout=5)
-        while not self._lines.empty():
-            self._progress_line(self._lines.get_nowait())
-        self._complete(self._process.returncode)
+        returncode = self._worker.poll()
+        worker = self._worker
+        self._state = JobState("running", worker.fraction, worker.message, seconds_left=worker.seconds_left)
+        if returncode is not None:
+            self._complete(worker, returncode)
         return self._state
 
     def wait(self, timeout: float | None = None, interval: float = 0.1) -> JobState:
@@ -287,33 +211,18 @@ class BackgroundTranslation:
         """Stop the worker and put the scene back exactly as it was before :meth:`start`."""
         if self._state.finished:
             return
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._worker is not None:
+            self._worker.terminate()
         if self._snapshot is not None:
             self._snapshot.restore()
         self._state = JobState("cancelled", self._state.fraction, "cancelled; the scene is unchanged")
         self._cleanup()
 
-    def _progress_line(self, line: str) -> None:
-        try:
-            record = json.loads(line)
-            fraction, message = float(record["fraction"]), str(record["message"])
-        except (ValueError, KeyError, TypeError):
-            return  # not a progress record (e.g. a library's warning)
-        elapsed = time.monotonic() - self._started
-        left = elapsed * (1 - fraction) / fraction if fraction > 0.02 else None
-        self._state = JobState("running", min(max(fraction, 0.0), 1.0), message, seconds_left=left)
-
-    def _complete(self, returncode: int) -> None:
-        details = "".join(self._stderr).strip()
+    def _complete(self, worker: WorkerProcess, returncode: int) -> None:
+        details = worker.stderr
         try:
             if returncode != 0:
-                raise RegC2PError(_error_line(details, returncode))
+                raise RegC2PError(worker.error_line(returncode))
             scene = self.ct_node.GetScene()
             if scene is None or scene.GetNodeByID(self.ct_node.GetID()) is not self.ct_node:
                 raise InputError("the CT was removed from the scene while it was being translated")
@@ -336,22 +245,3 @@ class BackgroundTranslation:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
-
-
-def _pump(stream, sink) -> None:
-    for line in stream:
-        sink(line)
-    stream.close()
-
-
-def _error_line(stderr: str, returncode: int) -> str:
-    """The worker's one-line ``regc2p: error: ...`` reason, or a description of the crash."""
-    prefix = "regc2p: error: "
-    for line in reversed(stderr.splitlines()):
-        if line.startswith(prefix):
-            return line[len(prefix) :].strip()
-    if returncode < 0:
-        return f"the translation process was killed (signal {-returncode}); if memory ran out, use a smaller batch size"
-    last = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "")
-    reason = f"the translation process failed (exit status {returncode})"
-    return f"{reason}: {last}" if last else reason

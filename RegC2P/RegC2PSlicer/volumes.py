@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
+
 from RegC2PLib.errors import InputError
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])

@@ -70,7 +70,7 @@ def train(
     ``notify`` receives human-readable reports (the data summary with every skipped study).
     """
     out = options.out
-    model_cfg, train_cfg, data_root = _open_run(options)
+    model_cfg, train_cfg, data_root = open_run(options)
     (out / "STOP").unlink(missing_ok=True)
     stop = stop or StopRequest(out / "STOP")
     _seed_everything(train_cfg)
@@ -114,7 +114,12 @@ def train(
     return out / MODEL_FILE
 
 
-def _open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
+def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
+    """Create a new run folder (``run.json``) or read a resumed one's configs and data folder.
+
+    Refuses a non-empty folder for a new run, a missing ``run.json`` on resume and
+    ``--stage 2`` on a new run, each with a one-line :class:`InputError`.
+    """
     out, run_file = options.out, options.out / "run.json"
     if options.resume:
         if not run_file.is_file():
@@ -177,4 +182,4 @@ def _stage1_networks(cfg: ModelConfig, checkpoints: Path) -> tuple[Generator, Re
     return generator, registration
 
 
-__all__ = ["MODEL_FILE", "RunOptions", "train"]
+__all__ = ["MODEL_FILE", "RunOptions", "open_run", "train"]

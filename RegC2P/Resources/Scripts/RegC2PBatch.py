@@ -20,10 +20,7 @@ atomically. Exit status: 0 when every case succeeded, 2 otherwise (one
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 # The module folder (holding RegC2PLib and RegC2PSlicer) is two levels up, in the source
@@ -33,11 +30,13 @@ if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
 import slicer  # noqa: E402
+
 from RegC2PLib.errors import InputError, RegC2PError  # noqa: E402
 from RegC2PLib.volume_io import WRITABLE_SUFFIXES, check_output_path, read_image, write_image  # noqa: E402
 from RegC2PSlicer.headless import HeadlessScene  # noqa: E402
 from RegC2PSlicer.models import resolve_model_path  # noqa: E402
 from RegC2PSlicer.output import DEFAULT_OPACITY, DEFAULT_PET_COLOR, DEFAULT_SUV_WINDOW, PET_COLORS  # noqa: E402
+from RegC2PSlicer.scene_bundle import write_scene  # noqa: E402
 from RegC2PSlicer.volumes import add_volume_node, image_from_volume_node  # noqa: E402
 
 try:  # torch: inside Slicer it comes from the PyTorch extension
@@ -100,22 +99,6 @@ def plan_cases(ct: Path, out: Path, scene: Path | None) -> list[tuple[Path, Path
     if out.resolve() == ct.resolve():
         raise InputError("--out is the input CT; choose another output file (inputs are never overwritten)")
     return [(ct, out, scene)]
-
-
-def write_scene(scene: slicer.vtkMRMLScene, path: Path) -> None:
-    """Save the scene as a .mrb bundle, atomically (written beside ``path``, then renamed)."""
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
-        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
-        if node.GetStorageNode() is None:
-            node.AddDefaultStorageNode()
-    path = path.resolve()
-    folder = Path(tempfile.mkdtemp(prefix=".regc2p-scene-", dir=path.parent))
-    try:
-        if not scene.WriteToMRB(str(folder / path.name)):
-            raise RegC2PError(f"could not write the scene {path}")
-        os.replace(folder / path.name, path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_case(ct_path: Path, pet_path: Path, scene_path: Path | None, model, settings) -> None:
