@@ -118,6 +118,7 @@ def test_stop_request_keeps_a_checkpoint_and_resume_is_exact(slices: SliceDatase
         lr_schedule="linear-decay",
         decay_start=0.5,
         checkpoint_every=4,
+        validate_every=0,
         seed=0,
         num_workers=0,
     )
@@ -141,6 +142,27 @@ def test_stop_request_keeps_a_checkpoint_and_resume_is_exact(slices: SliceDatase
             assert torch.equal(value, resumed.modules[name].state_dict()[key]), f"{name}.{key}"
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 10))
+
+
+def test_validation_every_n_steps_keeps_the_best_checkpoint(slices: SliceDataset, tmp_path: Path) -> None:
+    """Validation at steps 3 and 6 and at the end (9); the best score (lowest) picks the best checkpoint."""
+    settings = StageSettings(
+        epochs=1, batch_size=2, max_steps=9, lr_schedule="constant", decay_start=0.5,
+        checkpoint_every=100, validate_every=3, seed=0, num_workers=0,
+    )  # fmt: skip
+    scores = {3: 2.0, 6: 1.0, 9: 5.0}
+    seen: list[int] = []
+
+    def validate(task: GanTask) -> dict[str, float]:
+        step = sum(1 for line in (tmp_path / "log.jsonl").read_text().splitlines() if '"train"' in line)
+        seen.append(step)
+        return {"score": scores[step]}
+
+    run_stage(GanTask(MODEL, TrainConfig(), CPU), slices, settings, tmp_path, _log(tmp_path), validate, StopRequest())
+    assert seen == [3, 6, 9]
+    best = torch.load(tmp_path / "stage1_best.pt", weights_only=True)
+    assert best["counters"]["step"] == 6
+    assert best["counters"]["best_score"] == 1.0
 
 
 def _log(folder: Path) -> MetricsLog:

@@ -84,9 +84,22 @@ def to_axial(image: sitk.Image) -> sitk.Image:
     return image if orientation == "LPS" else sitk.DICOMOrient(image, "LPS")
 
 
+class _ImageView(np.ndarray):
+    """A NumPy view that keeps the SimpleITK image owning its buffer alive."""
+
+    image: sitk.Image
+
+
 def array_view(image: sitk.Image) -> np.ndarray:
-    """Read-only ``(z, y, x)`` view of the voxels (no copy)."""
-    return sitk.GetArrayViewFromImage(image)
+    """Read-only ``(z, y, x)`` view of the voxels (no copy).
+
+    SimpleITK's own view does not keep the image alive, so ``GetArrayViewFromImage(f())``
+    would read freed memory once the temporary image is collected; this view holds a
+    reference to ``image`` (and slices of it hold the view).
+    """
+    view = sitk.GetArrayViewFromImage(image).view(_ImageView)
+    view.image = image
+    return view
 
 
 def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:

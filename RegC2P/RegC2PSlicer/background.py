@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import slicer
 
@@ -183,3 +184,20 @@ def _pump(stream, sink) -> None:
     for line in stream:
         sink(line)
     stream.close()
+
+
+class PolledJob(Protocol):
+    def poll(self) -> JobState: ...
+
+    def cancel(self) -> None: ...
+
+
+def wait_for(job: PolledJob, timeout: float | None = None, interval: float = 0.1) -> JobState:
+    """Poll ``job`` until it ends (scripts, tests); cancel it after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not (state := job.poll()).finished:
+        if deadline is not None and time.monotonic() > deadline:
+            job.cancel()
+            return job.poll()
+        time.sleep(interval)
+    return state

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from RegC2PLib.model_file import LoadedModel, file_sha256, load_model, read_conf
 from RegC2PLib.progress import CancelToken, ProgressCallback, no_progress
 from RegC2PLib.volume_io import check_ct
 
-from .background import MODULE_DIR, JobState, WorkerProcess, python_executable
+from .background import MODULE_DIR, JobState, WorkerProcess, python_executable, wait_for
 from .models import resolve_model_path
 from .output import (
     DEFAULT_OPACITY,
@@ -199,13 +198,7 @@ class BackgroundTranslation:
 
     def wait(self, timeout: float | None = None, interval: float = 0.1) -> JobState:
         """Poll until the job ends (for scripts and tests); cancels on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.poll().finished:
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                break
-            time.sleep(interval)
-        return self._state
+        return wait_for(self, timeout, interval)
 
     def cancel(self) -> None:
         """Stop the worker and put the scene back exactly as it was before :meth:`start`."""

@@ -25,7 +25,6 @@ import json
 import re
 import shutil
 import tempfile
-import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from RegC2PLib.training.loop import StopRequest, TrainingStopped
 from RegC2PLib.training.runner import MODEL_FILE, RunOptions, open_run, train
 from RegC2PLib.volume_io import check_ct, check_volume
 
-from .background import JobState, WorkerProcess
+from .background import JobState, WorkerProcess, wait_for
 from .volumes import check_scalar_volume, image_from_volume_node
 
 # The split gives validation and test one study each only from three studies on
@@ -434,13 +433,7 @@ class TrainingJob:
 
     def wait(self, timeout: float | None = None, interval: float = 0.1) -> JobState:
         """Poll until the worker ends (scripts, tests); cancels after ``timeout`` s."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.poll().finished:
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                break
-            time.sleep(interval)
-        return self.state
+        return wait_for(self, timeout, interval)
 
     def cancel(self) -> None:
         """Kill the worker now; the run keeps its last periodic checkpoint (start again to continue)."""

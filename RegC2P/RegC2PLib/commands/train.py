@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--adversarial-loss", choices=ADVERSARIAL_LOSSES, default=_DEFAULTS.adversarial_loss)
     p.add_argument("--refiner-target", choices=REFINER_TARGETS, default=_DEFAULTS.refiner_target)
     p.add_argument("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every, help="steps between checkpoints")
+    p.add_argument(
+        "--validate-every", type=int, default=_DEFAULTS.validate_every, help="also validate every N steps (0: per epoch)"
+    )
     p.add_argument("--workers", type=int, default=_DEFAULTS.num_workers, help="data-loading worker processes")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only (slower on GPU)")
@@ -97,6 +100,7 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, dict[s
         adversarial_loss=args.adversarial_loss,
         refiner_target=args.refiner_target if args.mode == "regc2p" else "misaligned",
         checkpoint_every=args.checkpoint_every,
+        validate_every=args.validate_every,
         num_workers=args.workers,
         seed=args.seed,
         deterministic=args.deterministic,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..inference import REFINE_MODES, TranslationOptions, translate_volume
+from ..inference.acceleration import PRECISIONS
 from ..inference.device import DEVICE_CHOICES
 from ..model_file import load_model, require_bundled_model
 from ..volume_io import check_ct, check_output_path, read_image, write_image
@@ -29,6 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, help="window offset k (default: the model's; non-overlap uses k = s)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per generator pass (default: 8)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="float32 (default) or bfloat16 (autocast: faster on GPUs and CPUs with native bfloat16, "
+        "but up to about 0.5 SUV from float32; for quick previews)",
+    )
     add_progress_option(p)
     p.set_defaults(func=run)
 
@@ -37,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_path(args.out)
     if args.ct.exists() and out.exists() and out.resolve() == args.ct.resolve():
         raise InputError("--out is the input CT; choose another output file (inputs are never overwritten)")
-    options = TranslationOptions(args.refine, args.window, args.stride, args.device, args.batch_size)
+    options = TranslationOptions(args.refine, args.window, args.stride, args.device, args.batch_size, args.precision)
     ct = read_image(args.ct)
     check_ct(ct)
     model = load_model(args.model or require_bundled_model())

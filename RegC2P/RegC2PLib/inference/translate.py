@@ -7,8 +7,13 @@ windows of ``s`` slices at stride ``k`` (overlap, non-overlap or none); map back
 denormalise to SUV; restore the CT's orientation and geometry.
 
 Memory stays bounded: one batch of slices (or windows) of activations at a time,
-float32 throughout (never a float64 copy of the volume), the model-grid stack
+float32 buffers throughout (never a float64 copy of the volume), the model-grid stack
 (z·M·M float32) and the output volume.
+
+Speed (benchmarks/speed.py, docs/benchmark-speed.md): G runs ``batch_size`` slices per
+pass and F ``batch_size // 2`` windows per pass — one window at a time would send the
+``small`` refiner's 3×3×3 convolutions to PyTorch's slow non-oneDNN path. bfloat16 is
+opt-in (``precision``, see :mod:`.acceleration`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ..model_file import LoadedModel
 from ..progress import CancelToken, ProgressCallback, Stage, no_progress
 from ..slice_grid import SliceGrid
 from ..volume_io import array_view, check_ct, image_like, to_axial
+from .acceleration import PRECISIONS, compute_precision, resolve_precision
 from .device import resolve_device
 from .windows import WindowPlan, refine_windows
 
@@ -41,7 +47,10 @@ class TranslationOptions:
     ``refine``: ``overlap`` (stride < window, overlapping outputs averaged),
     ``non-overlap`` (stride = window) or ``none`` (stacked G outputs only).
     ``window``/``stride`` default to the model's trained values; ``batch_size`` is the
-    number of slices per G pass (windows per F pass are scaled to a similar memory).
+    number of slices per G pass (F runs ``max(1, batch_size // 2)`` windows per pass).
+    ``precision``: ``float32`` (default) or ``bfloat16`` (autocast: faster, but outside the
+    project's tolerance of float32 — about 100 paper MAE units on a phantom; previews only,
+    see :mod:`.acceleration`).
     """
 
     refine: str = "overlap"
@@ -49,6 +58,12 @@ class TranslationOptions:
     stride: int | None = None
     device: str = "auto"
     batch_size: int = 8
+    precision: str = "float32"
+
+    @property
+    def windows_per_batch(self) -> int:
+        """Refiner windows per forward pass."""
+        return max(1, self.batch_size // 2)
 
     def window_and_stride(self, config: ModelConfig) -> tuple[int, int]:
         """Validated (s, k) for a model of ``config``; raises :class:`InputError` on a bad combination."""
@@ -56,6 +71,8 @@ class TranslationOptions:
             raise InputError(f"unknown refinement {self.refine!r}; choose one of {', '.join(REFINE_MODES)}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be at least 1 (got {self.batch_size})")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         window = self.window if self.window is not None else config.refiner.window
         if window < 1:
             raise InputError(f"window must be at least 1 slice (got {window})")
@@ -83,6 +100,7 @@ def translate_volume(
     if options.refine != "none" and model.refiner is None:
         raise InputError("this model file has no refiner; use refine 'none' or a model trained with stage 2")
     device = resolve_device(options.device)
+    dtype = resolve_precision(options.precision, device)
     model.to(device)
     cancel = cancel or CancelToken()
 
@@ -92,14 +110,13 @@ def translate_volume(
     grid = SliceGrid.fit(hu.shape[1:], (spacing_y, spacing_x), model.config.image_size)
     cfg = model.config.intensity
 
-    with torch.inference_mode():
+    with torch.inference_mode(), compute_precision(device, dtype):
         stack = _translate_slices(hu, grid, model, device, options.batch_size, Stage(progress, 0.0, _TRANSLATE), cancel)
         if options.refine != "none":
             assert model.refiner is not None
             plan = WindowPlan(stack.shape[0], window, stride)
-            windows_per_batch = max(1, options.batch_size // plan.length)
             stack = refine_windows(
-                stack, model.refiner, plan, device, windows_per_batch, Stage(progress, _TRANSLATE, _REFINE), cancel
+                stack, model.refiner, plan, device, options.windows_per_batch, Stage(progress, _TRANSLATE, _REFINE), cancel
             )
         suv = np.empty(hu.shape, dtype=np.float32)
         for first in range(0, hu.shape[0], options.batch_size):

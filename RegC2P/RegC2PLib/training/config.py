@@ -27,7 +27,9 @@ class TrainConfig:
     ``regc2p``), or ``misaligned``: the PET as acquired.
     ``lr_schedule``: ``constant``, or ``linear-decay`` to 0 from ``decay_start`` (a
     fraction of each stage's steps), as in CycleGAN/RegGAN.
-    ``max_steps`` caps each stage (0: no cap); ``checkpoint_every`` is in steps.
+    ``max_steps`` caps each stage (0: no cap); ``checkpoint_every`` is in steps;
+    validation runs at the end of every epoch and of the stage, and also every
+    ``validate_every`` steps when that is not 0 (best checkpoints within long epochs).
     """
 
     mode: str = "regc2p"
@@ -49,7 +51,7 @@ class TrainConfig:
     adversarial_loss: str = "image"
     refiner_target: str = "registered"
     checkpoint_every: int = 200
-    validate_every_epoch: bool = True
+    validate_every: int = 0
     num_workers: int = 0
     seed: int = 0
     deterministic: bool = False
@@ -71,8 +73,8 @@ class TrainConfig:
         for name in ("epochs", "refiner_epochs", "batch_size", "refiner_batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
-        if self.max_steps < 0 or not 0.0 <= self.decay_start <= 1.0:
-            raise ValueError("max_steps must be >= 0 and decay_start within [0, 1]")
+        if self.max_steps < 0 or self.validate_every < 0 or not 0.0 <= self.decay_start <= 1.0:
+            raise ValueError("max_steps and validate_every must be >= 0 and decay_start within [0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

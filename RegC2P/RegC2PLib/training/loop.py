@@ -42,6 +42,7 @@ class StageSettings:
     lr_schedule: str
     decay_start: float
     checkpoint_every: int
+    validate_every: int  # 0: only at epoch ends and the end of the stage
     seed: int
     num_workers: int
 
@@ -144,8 +145,9 @@ def run_stage(
     if last_path.exists():
         counters = _restore(load_checkpoint(last_path), task, schedulers)
         log.truncate_after(task.name, counters)
-    if counters.completed:
+    if counters.completed and counters.step >= total:
         return counters
+    counters.completed = False  # a resumed run given a larger budget continues
 
     def checkpoint() -> None:
         save_checkpoint(last_path, _state(task, schedulers, counters))
@@ -173,6 +175,8 @@ def run_stage(
             progress(
                 counters.step / total, f"{task.name} step {counters.step}/{total} epoch {counters.epoch + 1} ({rate:.2f} it/s)"
             )
+            if settings.validate_every and counters.step % settings.validate_every == 0 and counters.step < total:
+                _validate(task, validate, counters, checkpoint_dir, log)
             if counters.step % settings.checkpoint_every == 0:
                 checkpoint()
             if stop():

@@ -166,6 +166,7 @@ def _settings(cfg: TrainConfig, epochs: int, batch_size: int) -> StageSettings:
         lr_schedule=cfg.lr_schedule,
         decay_start=cfg.decay_start,
         checkpoint_every=cfg.checkpoint_every,
+        validate_every=cfg.validate_every,
         seed=cfg.seed,
         num_workers=cfg.num_workers,
     )
