@@ -165,6 +165,23 @@ def test_validation_every_n_steps_keeps_the_best_checkpoint(slices: SliceDataset
     assert best["counters"]["best_score"] == 1.0
 
 
+def test_a_finished_stage_continues_when_its_budget_grows(slices: SliceDataset, tmp_path: Path) -> None:
+    def settings(max_steps: int) -> StageSettings:
+        return StageSettings(
+            epochs=5, batch_size=2, max_steps=max_steps, lr_schedule="constant", decay_start=0.5,
+            checkpoint_every=100, validate_every=0, seed=0, num_workers=0,
+        )  # fmt: skip
+
+    first = run_stage(GanTask(MODEL, TrainConfig(), CPU), slices, settings(3), tmp_path, _log(tmp_path), None, StopRequest())
+    assert first.completed and first.step == 3
+    again = run_stage(GanTask(MODEL, TrainConfig(), CPU), slices, settings(3), tmp_path, _log(tmp_path), None, StopRequest())
+    assert again.step == 3  # nothing more to do
+    longer = run_stage(GanTask(MODEL, TrainConfig(), CPU), slices, settings(5), tmp_path, _log(tmp_path), None, StopRequest())
+    assert longer.completed and longer.step == 5
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
 def _log(folder: Path) -> MetricsLog:
     folder.mkdir(parents=True, exist_ok=True)
     return MetricsLog(folder / "log.jsonl")

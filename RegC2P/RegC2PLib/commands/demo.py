@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
     p.add_argument("--model", type=Path, help="model file (default: the bundled default model)")
     p.add_argument("--seed", type=int, default=2024, help="phantom seed (default: 2024)")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="phantom voxels (default: 96 128 128)")
     p.add_argument("--refine", choices=REFINE_MODES, default="overlap")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     add_progress_option(p)
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.out} is a file; give a folder for the demo outputs")
     args.out.mkdir(parents=True, exist_ok=True)
     model, model_name = _model(args.model)
-    case = generate_case(PhantomConfig(), args.seed)
+    case = generate_case(PhantomConfig(shape=tuple(args.shape)) if args.shape else PhantomConfig(), args.seed)
     reference = resample_onto(case.pet_aligned, case.ct)
     with progress_display(args.progress, "demo") as progress:
         pet = translate_volume(case.ct, model, TranslationOptions(refine=args.refine, device=args.device), progress)

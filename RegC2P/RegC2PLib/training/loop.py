@@ -144,7 +144,7 @@ def run_stage(
     counters = Counters()
     if last_path.exists():
         counters = _restore(load_checkpoint(last_path), task, schedulers)
-        log.truncate_after(task.name, counters)
+    log.truncate_after(task.name, counters)  # records written after the state we start from
     if counters.completed and counters.step >= total:
         return counters
     counters.completed = False  # a resumed run given a larger budget continues
