@@ -35,14 +35,14 @@ import SimpleITK as sitk
 import slicer
 
 from RegC2PLib.config import ModelConfig, preset
-from RegC2PLib.data.studies import SUV_PLAUSIBLE_MAX, check_overlap, discover_studies
+from RegC2PLib.data.studies import check_overlap, check_pet_suv, discover_studies
 from RegC2PLib.errors import InputError
 from RegC2PLib.progress import ProgressCallback, no_progress
 from RegC2PLib.training.config import TrainConfig
 from RegC2PLib.training.data_access import is_slice_layout
 from RegC2PLib.training.loop import StopRequest, TrainingStopped
 from RegC2PLib.training.runner import MODEL_FILE, RunOptions, open_run, train
-from RegC2PLib.volume_io import check_ct, check_volume
+from RegC2PLib.volume_io import check_ct
 
 from .background import JobState, WorkerProcess, wait_for
 from .volumes import check_scalar_volume, image_from_volume_node
@@ -154,13 +154,7 @@ def _transform_id(node: slicer.vtkMRMLScalarVolumeNode) -> str | None:
 
 def check_pet(image: sitk.Image, what: str = "PET") -> None:
     """Refuse a PET that is not a 3D scalar volume or whose values are not plausible SUVs."""
-    check_volume(image, what)
-    stats = sitk.MinimumMaximumImageFilter()
-    stats.Execute(image)
-    if stats.GetMaximum() > SUV_PLAUSIBLE_MAX:
-        raise InputError(
-            f"the {what} reaches {stats.GetMaximum():.0f}, not a plausible SUV (is it in Bq/ml?); convert it to SUVbw first"
-        )
+    check_pet_suv(image, what)
 
 
 def write_pairs(pairs: Iterable[PairLike], folder: str | Path) -> Path:

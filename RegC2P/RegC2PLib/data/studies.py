@@ -215,15 +215,21 @@ def read_pet(path: Path, suv_factor: float | None, what: str = "PET") -> sitk.Im
         image = sitk.Cast(read_image(path), sitk.sitkFloat32)
         if suv_factor is not None:
             image = image * float(suv_factor)
+    check_pet_suv(image, what, 'or put {"suv_factor": <weight g / decayed dose Bq>} in the study\'s study.json')
+    return image
+
+
+def check_pet_suv(image: sitk.Image, what: str, remedy: str = "") -> None:
+    """Refuse a PET that is not a 3D scalar volume or whose values are not plausible SUVs
+    (above :data:`SUV_PLAUSIBLE_MAX`, i.e. most likely Bq/ml); ``remedy`` ends the message."""
     check_volume(image, what)
     stats = sitk.MinimumMaximumImageFilter()
     stats.Execute(image)
     if stats.GetMaximum() > SUV_PLAUSIBLE_MAX:
         raise InputError(
-            f"the {what} reaches {stats.GetMaximum():.0f}, not a plausible SUV (is it in Bq/ml?); convert it to SUVbw "
-            'or put {"suv_factor": <weight g / decayed dose Bq>} in the study\'s study.json'
+            f"the {what} reaches {stats.GetMaximum():.0f}, not a plausible SUV (is it in Bq/ml?); "
+            f"convert it to SUVbw{' ' + remedy if remedy else ' first'}"
         )
-    return image
 
 
 def load_study(study: Study) -> LoadedStudy:
