@@ -100,6 +100,18 @@ def test_ct_and_suv_ranges_per_organ(case) -> None:
     assert arr(case.pet_aligned).min() >= 0.0
 
 
+@pytest.mark.parametrize("organ", [Tissue.KIDNEY, Tissue.BLADDER])
+def test_kidneys_and_bladder_are_set_in_fat_on_ct(case, organ) -> None:
+    """Non-contrast CT shows kidneys and bladder by the fat around them; without it their
+    uptake could not be inferred from the CT at all."""
+    organs, ct = arr(case.organs), arr(case.ct)
+    inside = organs == organ
+    rim = ndimage.binary_dilation(inside, iterations=2) & ~np.isin(organs, [organ, Tissue.KIDNEY_PELVIS])
+    assert inside.sum() > 20 and rim.sum() > 20
+    assert np.median(ct[rim]) < -40.0, (organ.name, np.median(ct[rim]))
+    assert np.median(ct[inside]) > np.median(ct[rim]) + 60.0
+
+
 def test_uptake_tables_follow_clinical_fdg() -> None:
     tables = [tissue_values(np.random.default_rng(s)) for s in range(60)]
     suv = {t: np.array([v.suv[t] for v in tables]) for t in Tissue}

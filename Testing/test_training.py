@@ -3,6 +3,7 @@ kill-and-resume reproduces an uninterrupted run, clean stop, evaluation by hand.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from RegC2PLib.evaluation import score_volume, summarize
 from RegC2PLib.model_file import load_model
 from RegC2PLib.networks import RegistrationNet, smoothness_loss, warp
 from RegC2PLib.training.config import TrainConfig
-from RegC2PLib.training.loop import MetricsLog, StageSettings, StopRequest, TrainingStopped, run_stage
+from RegC2PLib.training.loop import MetricsLog, StageSettings, StopRequest, TrainingStopped, run_stage, stage_seconds
 from RegC2PLib.training.runner import RunOptions, train
 from RegC2PLib.training.tasks import GanTask, RefinerTask
 
@@ -178,8 +179,13 @@ def test_a_finished_stage_continues_when_its_budget_grows(slices: SliceDataset, 
     assert again.step == 3  # nothing more to do
     longer = run_stage(GanTask(MODEL, TrainConfig(), CPU), slices, settings(5), tmp_path, _log(tmp_path), None, StopRequest())
     assert longer.completed and longer.step == 5
-    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5]
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    # Training time adds up over the sessions: it never restarts from zero on a resume.
+    seconds = [r["seconds"] for r in records]
+    assert seconds[-1] > 0 and all(0 <= a <= b for a, b in itertools.pairwise(seconds))
+    assert stage_seconds(tmp_path, "stage1") == pytest.approx(longer.seconds) and longer.seconds >= seconds[-1] - 0.01
+    assert stage_seconds(tmp_path, "stage2") == 0.0
 
 
 def _log(folder: Path) -> MetricsLog:

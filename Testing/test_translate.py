@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,28 @@ def test_not_3d_refused(small_model) -> None:
     vector = sitk.GetImageFromArray(np.full((3, 20, 24, 3), -1000.0), isVector=True)
     with pytest.raises(InputError, match="components"):
         translate_volume(vector, small_model, NONE)
+
+
+def _signed_permutations() -> list[tuple[float, ...]]:
+    out = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            matrix = np.zeros((3, 3))
+            for column, (row, sign) in enumerate(zip(perm, signs, strict=True)):
+                matrix[row, column] = sign
+            out.append(tuple(matrix.ravel()))
+    return out
+
+
+def test_axial_order_view_equals_dicom_orient(make_ct, directions) -> None:
+    """For all 48 axis-aligned storage orders and an oblique one, the no-copy axial view is
+    exactly the array SimpleITK's DICOMOrient gives, with its spacing."""
+    from RegC2PLib.volume_io import AxialOrder, array_view, to_axial
+
+    for direction in [*_signed_permutations(), directions["OBLIQUE"]]:
+        ct = make_ct(shape_zyx=(5, 6, 7), spacing=(0.7, 0.9, 2.5), direction=direction)
+        order = AxialOrder.of(ct)
+        reference = to_axial(ct)
+        np.testing.assert_array_equal(order.view(array_view(ct)), array_view(reference), err_msg=str(direction))
+        assert order.spacing == pytest.approx(reference.GetSpacing()[::-1])
+        assert order.is_identity == (reference is ct)

@@ -7,6 +7,7 @@ kept) until the moment a voxel array is needed; arrays are ``(z, y, x)``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,41 @@ def to_axial(image: sitk.Image) -> sitk.Image:
     Returns ``image`` itself when it is already LPS (no copy)."""
     orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
     return image if orientation == "LPS" else sitk.DICOMOrient(image, "LPS")
+
+
+@dataclass(frozen=True)
+class AxialOrder:
+    """The permutation and flips that put an image's stored ``(z, y, x)`` voxel array in
+    axial LPS order — the array :func:`to_axial` would give, as a view instead of a copy.
+
+    ``axes[t]`` is the stored array axis that becomes axial axis ``t`` (0: toward S,
+    1: toward P, 2: toward L); ``flips[t]`` reverses it; ``spacing`` is in mm, axial order.
+    """
+
+    axes: tuple[int, int, int]
+    flips: tuple[bool, bool, bool]
+    spacing: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> AxialOrder:
+        # Each letter says where an image axis (i, j, k) points, as DICOMOrient reads it.
+        letters = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+        axes, flips, spacing = [], [], []
+        for pair in ("SI", "PA", "LR"):
+            m = next(m for m, letter in enumerate(letters) if letter in pair)
+            axes.append(2 - m)  # image axis m is array axis 2 - m
+            flips.append(letters[m] != pair[0])
+            spacing.append(image.GetSpacing()[m])
+        return cls(tuple(axes), tuple(flips), tuple(spacing))  # type: ignore[arg-type]
+
+    @property
+    def is_identity(self) -> bool:
+        return self.axes == (0, 1, 2) and not any(self.flips)
+
+    def view(self, array: np.ndarray) -> np.ndarray:
+        """Axial view of a stored-order ``array`` (writeable if ``array`` is)."""
+        steps = tuple(slice(None, None, -1) if flip else slice(None) for flip in self.flips)
+        return np.transpose(array, self.axes)[steps]
 
 
 class _ImageView(np.ndarray):

@@ -288,7 +288,7 @@ def _paint_abdomen(cv: Canvas, plan: BodyPlan) -> None:
         yk = float(plan.spine_y(np.array([top]))[0]) + 5.0
         center = (top + off[0], yk + off[1], side * (0.36 * ac + 18.0) + off[2])
         radii = (50.0 * s, 26.0 * s, 24.0 * s)
-        fat = (radii[0] + 6.0, radii[1] + 6.0, radii[2] + 6.0)  # perirenal fat outlines the kidney on CT
+        fat = (radii[0] + 14.0, radii[1] + 14.0, radii[2] + 14.0)  # perirenal fat outlines the kidney on CT
         cv.ellipsoid(center, fat, Tissue.FAT, angle_deg=side * 25.0, over=[Tissue.ABDOMEN, Tissue.MUSCLE])
         cv.ellipsoid(center, radii, Tissue.KIDNEY, angle_deg=side * 25.0, over=[*soft_cavity, Tissue.MUSCLE])
         pelvis = (center[0] + 5.0, center[1], center[2] - side * 9.0)
@@ -296,12 +296,12 @@ def _paint_abdomen(cv: Canvas, plan: BodyPlan) -> None:
         cv.tube([pelvis, (870.0 * L, yk - 30.0, side * 35.0)], 2.5, Tissue.KIDNEY_PELVIS, over=soft_cavity)  # ureter
     off, s = plan.offsets["bladder"], plan.bladder_fill
     _, bb, ybc = plan.cavity_at(880.0 * L)
-    cv.ellipsoid(
-        (885.0 * L + off[0], ybc - 0.35 * bb + off[1], off[2]),
-        (32.0 * s, 30.0 * s, 42.0 * s),
-        Tissue.BLADDER,
-        over=[*soft_cavity, Tissue.MUSCLE],
-    )
+    center = (885.0 * L + off[0], ybc - 0.35 * bb + off[1], off[2])
+    radii = (32.0 * s, 30.0 * s, 42.0 * s)
+    # Perivesical fat: on CT the bladder is a homogeneous water-density oval set in fat.
+    fat = (radii[0] + 10.0, radii[1] + 10.0, radii[2] + 10.0)
+    cv.ellipsoid(center, fat, Tissue.FAT, over=[Tissue.ABDOMEN, Tissue.MUSCLE])
+    cv.ellipsoid(center, radii, Tissue.BLADDER, over=[*soft_cavity, Tissue.MUSCLE])
 
 
 def _paint_spine(cv: Canvas, plan: BodyPlan, y: np.ndarray, x: np.ndarray) -> None:

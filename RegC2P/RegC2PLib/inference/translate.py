@@ -1,10 +1,10 @@
 """Volume translation: CT (HU) in, synthetic PET (SUV) out on exactly the CT's grid.
 
-Steps: reorient to axial (LPS) so slices are axial and in the training orientation;
-in-plane map each batch of slices onto the model grid (:class:`SliceGrid`); normalise
+Steps: view the voxels in axial LPS order (an axis permutation/flip, no copy) so slices
+are axial and in the training orientation; in-plane map each batch of slices onto the model grid (:class:`SliceGrid`); normalise
 HU to [-1, 1]; G over batches of slices; stack into a (z, M, M) volume; refine with
 windows of ``s`` slices at stride ``k`` (overlap, non-overlap or none); map back,
-denormalise to SUV; restore the CT's orientation and geometry.
+denormalise to SUV, written through the same view into the CT's own voxel order.
 
 Memory stays bounded: one batch of slices (or windows) of activations at a time,
 float32 buffers throughout (never a float64 copy of the volume), the model-grid stack
@@ -30,7 +30,7 @@ from ..intensity import ct_to_network, network_to_pet
 from ..model_file import LoadedModel
 from ..progress import CancelToken, ProgressCallback, Stage, no_progress
 from ..slice_grid import SliceGrid
-from ..volume_io import array_view, check_ct, image_like, to_axial
+from ..volume_io import AxialOrder, array_view, check_ct, image_like
 from .acceleration import PRECISIONS, compute_precision, resolve_precision
 from .device import resolve_device
 from .windows import WindowPlan, refine_windows
@@ -104,10 +104,11 @@ def translate_volume(
     model.to(device)
     cancel = cancel or CancelToken()
 
-    axial = to_axial(ct)
-    hu = array_view(axial)
-    spacing_x, spacing_y, _ = axial.GetSpacing()
-    grid = SliceGrid.fit(hu.shape[1:], (spacing_y, spacing_x), model.config.image_size)
+    # Axial slices through a permuted/flipped view: a CT stored in another orientation
+    # is never copied, and the result is written straight into the CT's own voxel order.
+    order = AxialOrder.of(ct)
+    hu = order.view(array_view(ct))
+    grid = SliceGrid.fit(hu.shape[1:], order.spacing[1:], model.config.image_size)
     cfg = model.config.intensity
 
     with torch.inference_mode(), compute_precision(device, dtype):
@@ -118,18 +119,15 @@ def translate_volume(
             stack = refine_windows(
                 stack, model.refiner, plan, device, options.windows_per_batch, Stage(progress, _TRANSLATE, _REFINE), cancel
             )
-        suv = np.empty(hu.shape, dtype=np.float32)
+        stored = np.empty(array_view(ct).shape, dtype=np.float32)
+        suv = order.view(stored)
         for first in range(0, hu.shape[0], options.batch_size):
             cancel.raise_if_cancelled()
             block = stack[first : first + options.batch_size]
             suv[first : first + len(block)] = network_to_pet(grid.from_model(block), cfg).numpy()
-        del stack
+        del stack, suv
 
-    pet = image_like(suv, axial)
-    del suv
-    if axial is not ct:
-        pet = sitk.DICOMOrient(pet, sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(ct.GetDirection()))
-        pet.CopyInformation(ct)  # exact geometry of the input, free of rounding
+    pet = image_like(stored, ct)  # exactly the CT's grid
     progress(1.0, "done")
     return pet
 

@@ -55,6 +55,7 @@ class Counters:
     best_score: float = math.inf
     validated_step: int = -1
     completed: bool = False
+    seconds: float = 0.0  # wall time spent in this stage, summed over resumed sessions
 
 
 class StopRequest:
@@ -152,7 +153,7 @@ def run_stage(
     def checkpoint() -> None:
         save_checkpoint(last_path, _state(task, schedulers, counters))
 
-    started, first_step = time.monotonic(), counters.step
+    started, first_step, seconds_before = time.monotonic(), counters.step, counters.seconds
     while counters.step < total:
         order = epoch_order(n, settings.seed, task.name, counters.epoch)
         usable = order[: steps_per_epoch * settings.batch_size][counters.step_in_epoch * settings.batch_size :]
@@ -169,9 +170,11 @@ def run_stage(
                 scheduler.step()
             counters.step += 1
             counters.step_in_epoch += 1
+            counters.seconds = seconds_before + time.monotonic() - started
             lr = next(iter(task.optimizers.values())).param_groups[0]["lr"]
-            log.write({"stage": task.name, "kind": "train", "step": counters.step, "epoch": counters.epoch, "lr": lr, **losses})
-            rate = (counters.step - first_step) / max(time.monotonic() - started, 1e-9)
+            record = {"stage": task.name, "kind": "train", "step": counters.step, "epoch": counters.epoch, "lr": lr}
+            log.write({**record, "seconds": round(counters.seconds, 2), **losses})
+            rate = (counters.step - first_step) / max(counters.seconds - seconds_before, 1e-9)
             progress(
                 counters.step / total, f"{task.name} step {counters.step}/{total} epoch {counters.epoch + 1} ({rate:.2f} it/s)"
             )
@@ -236,6 +239,12 @@ def _restore(state: dict[str, Any], task: Task, schedulers: dict[str, Any]) -> C
         scheduler.load_state_dict(state["schedulers"][name])
     set_rng_state(state["rng"])
     return Counters(**state["counters"])
+
+
+def stage_seconds(checkpoint_dir: Path, stage: str) -> float:
+    """Wall time spent training ``stage`` in this run folder, summed over resumed sessions."""
+    path = checkpoint_dir / f"{stage}_last.pt"
+    return float(load_checkpoint(path)["counters"].get("seconds", 0.0)) if path.exists() else 0.0
 
 
 def load_best_weights(checkpoint_dir: Path, stage: str) -> dict[str, dict[str, torch.Tensor]]:
