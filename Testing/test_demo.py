@@ -42,10 +42,11 @@ def test_demo_refuses_a_file_as_output_folder(tmp_path: Path, capsys: pytest.Cap
 
 @pytest.mark.skipif(bundled_model_path() is None, reason="no shipped default model in this checkout")
 def test_shipped_model_gives_a_recognisable_pet() -> None:
-    """Organ by organ on an unseen phantom: lungs dark, fat below muscle, brain above liver.
+    """Organ by organ on an unseen phantom: lungs dark, fat below muscle; brain, kidneys
+    and bladder bright, the bladder brightest.
 
-    (At its CPU training budget the shipped model does not yet reproduce the brightest
-    organs — myocardium, kidneys, bladder — at their reference SUV; see README.)
+    (At its CPU training budget the shipped model still puts these organs at about half
+    their reference SUV and does not reproduce myocardium or lesions; see README.)
     """
     from RegC2PLib.data.phantom import PhantomConfig, generate_case
     from RegC2PLib.inference import translate_volume
@@ -62,4 +63,6 @@ def test_shipped_model_gives_a_recognisable_pet() -> None:
     assert 1.0 < liver < 3.5
     assert mean(Tissue.LUNG) < 0.4 * liver
     assert mean(Tissue.FAT) < mean(Tissue.MUSCLE)
-    assert mean(Tissue.BRAIN_GRAY) > liver
+    assert mean(Tissue.BRAIN_GRAY) > 1.3 * liver
+    assert mean(Tissue.KIDNEY) > 1.2 * liver
+    assert mean(Tissue.BLADDER) > 3.0 * max(mean(Tissue.BRAIN_GRAY), mean(Tissue.KIDNEY))

@@ -247,6 +247,10 @@ def test_killed_run_resumes_to_the_same_weights(dataset: Path, tmp_path: Path) -
         assert [r["step"] for r in records if r["kind"] == "train" and r["stage"] == "stage1"] == list(range(1, 7))
         assert (run / "curves.png").stat().st_size > 1000
         assert json.loads((run / "split.json").read_text())["train"]
+    # run.json keeps the first command and lists the resume; the uninterrupted run has none.
+    resumes = json.loads((killed / "run.json").read_text())["resumes"]
+    assert len(resumes) == 1 and "--resume" in resumes[0]["command"]
+    assert "resumes" not in json.loads((tmp_path / "whole" / "run.json").read_text())
 
 
 @pytest.mark.slow

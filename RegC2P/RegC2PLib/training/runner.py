@@ -47,7 +47,8 @@ class RunOptions:
     """What ``regc2p train`` and the RegC2PTraining module ask for.
 
     On ``resume`` the model and training config come from ``out/run.json``; only the
-    fields named in ``resume_overrides`` (e.g. ``max_steps``, ``stage``) are replaced.
+    fields named in ``resume_overrides`` (e.g. ``max_steps``, ``stage``) are replaced,
+    and each resume is appended to the ``resumes`` list of ``run.json``.
     """
 
     data: Path | None
@@ -127,6 +128,10 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
         saved = json.loads(run_file.read_text())
         model_cfg = ModelConfig.from_dict(saved["model"])
         train_cfg = TrainConfig.from_dict({**saved["train"], **options.resume_overrides})
+        # Keep the provenance: run.json lists every resume and what it changed.
+        saved.setdefault("resumes", []).append({"command": options.command, "overrides": options.resume_overrides})
+        with atomic_path(run_file, ".json") as tmp:
+            tmp.write_text(json.dumps(saved, indent=2))
         return model_cfg, train_cfg, Path(saved["data"])
     if options.data is None:
         raise InputError("--data is required for a new run; give a dataset folder")
