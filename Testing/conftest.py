@@ -193,3 +193,19 @@ def ct_file(tmp_path: Path, ct_image: sitk.Image) -> Path:
     path = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image, str(path))
     return path
+
+
+# --------------------------------------------------------------------------- Slicer scene
+
+
+@pytest.fixture
+def headless():
+    """A fresh MRML scene with colour tables and three slice views, set as ``slicer.mrmlScene``
+    (``slicer-core`` wheel; tests using it are skipped without it)."""
+    slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
+    from RegC2PSlicer.headless import HeadlessScene
+
+    scene = HeadlessScene()
+    slicer.mrmlScene = scene.scene
+    yield scene.scene
+    scene.close()

@@ -37,15 +37,6 @@ HEAT = "vtkMRMLPETProceduralColorNodePET-Heat"
 
 
 @pytest.fixture
-def headless():
-    """A fresh scene with colour tables and three slice views; set as ``slicer.mrmlScene``."""
-    scene = HeadlessScene()
-    slicer.mrmlScene = scene.scene
-    yield scene.scene
-    scene.close()
-
-
-@pytest.fixture
 def oblique_ct(make_ct, directions) -> sitk.Image:
     return make_ct(SHAPE, spacing=(0.9, 1.1, 2.5), direction=directions["OBLIQUE"], origin=(-30.0, 12.5, 104.0))
 

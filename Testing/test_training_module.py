@@ -27,7 +27,6 @@ from RegC2PLib.data.phantom import PhantomConfig, generate_case  # noqa: E402
 from RegC2PLib.errors import InputError  # noqa: E402
 from RegC2PLib.model_file import load_model  # noqa: E402
 from RegC2PLib.training.config import TrainConfig  # noqa: E402
-from RegC2PSlicer.headless import HeadlessScene  # noqa: E402
 from RegC2PSlicer.training import TrainingJob, TrainingSettings, write_pairs  # noqa: E402
 from RegC2PSlicer.volumes import add_volume_node, ijk_to_ras, image_from_volume_node, node_ijk_to_ras  # noqa: E402
 
@@ -71,15 +70,6 @@ def cases() -> list[dict[str, sitk.Image]]:
         ct = sitk.Cast(sitk.Round(case.ct), sitk.sitkInt16)
         result.append({role: _oblique(image, rotation) for role, image in zip(ROLES, (ct, case.pet, case.pet_aligned))})
     return result
-
-
-@pytest.fixture
-def headless():
-    """A fresh scene with colour tables and slice views; set as ``slicer.mrmlScene``."""
-    scene = HeadlessScene()
-    slicer.mrmlScene = scene.scene
-    yield scene.scene
-    scene.close()
 
 
 @pytest.fixture
