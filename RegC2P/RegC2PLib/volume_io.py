@@ -110,10 +110,6 @@ class AxialOrder:
             spacing.append(image.GetSpacing()[m])
         return cls(tuple(axes), tuple(flips), tuple(spacing))  # type: ignore[arg-type]
 
-    @property
-    def is_identity(self) -> bool:
-        return self.axes == (0, 1, 2) and not any(self.flips)
-
     def view(self, array: np.ndarray) -> np.ndarray:
         """Axial view of a stored-order ``array`` (writeable if ``array`` is)."""
         steps = tuple(slice(None, None, -1) if flip else slice(None) for flip in self.flips)
