@@ -1,10 +1,11 @@
 """Volume translation: CT (HU) in, synthetic PET (SUV) out on exactly the CT's grid.
 
 Steps: view the voxels in axial LPS order (an axis permutation/flip, no copy) so slices
-are axial and in the training orientation; in-plane map each batch of slices onto the model grid (:class:`SliceGrid`); normalise
-HU to [-1, 1]; G over batches of slices; stack into a (z, M, M) volume; refine with
-windows of ``s`` slices at stride ``k`` (overlap, non-overlap or none); map back,
-denormalise to SUV, written through the same view into the CT's own voxel order.
+are axial and in the training orientation; in-plane map each batch of slices onto the
+model grid (:class:`SliceGrid`); normalise HU to [-1, 1]; G over batches of slices;
+stack into a (z, M, M) volume; refine with windows of ``s`` slices at stride ``k``
+(overlap, non-overlap or none); map back, denormalise to SUV, written through the same
+view into the CT's own voxel order.
 
 Memory stays bounded: one batch of slices (or windows) of activations at a time,
 float32 buffers throughout (never a float64 copy of the volume), the model-grid stack
