@@ -99,11 +99,16 @@ class RegC2PTrainingLogic(ScriptedLoadableModuleLogic):
 
         ensure_dependencies(lambda question: slicer.util.confirmOkCancelDisplay(question, windowTitle=_("RegC2P Training")))
 
-    def settings(self, preset="small", imageSize=None, **trainOptions):
-        """TrainingSettings from a network preset, a slice size (pixels) and TrainConfig fields (epochs, max_steps, ...)."""
+    def settings(self, preset="small", imageSize=None, initFrom=None, **trainOptions):
+        """TrainingSettings from a network preset, a slice size (pixels) and TrainConfig fields (epochs, max_steps, ...).
+
+        ``initFrom``: a model file (e.g. the bundled default) to fine-tune; its network sizes are used.
+        """
         self.ensureDependencies()
         from RegC2PSlicer.training import TrainingSettings
 
+        if initFrom:
+            return TrainingSettings.fine_tuning(initFrom, **trainOptions)
         return TrainingSettings.from_preset(preset, imageSize, **trainOptions)
 
     def trainFromNodes(

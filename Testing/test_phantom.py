@@ -254,11 +254,21 @@ def test_cli_phantom(tmp_path, capsys) -> None:
         "48",
         "--misalign",
         "1",
+        "--lesions",
+        "7",
+        "7",
         "--workers",
         "1",
     ]
     assert main(argv) == 0
     assert "wrote 2 phantom studies" in capsys.readouterr().out
     assert (out / "case_0001" / "pet.nii.gz").exists()
+    for case in ("case_0000", "case_0001"):
+        description = json.loads((out / case / "phantom.json").read_text())
+        assert description["config"]["lesions"] == [7, 7]
+        assert len(description["lesions"]) == 7
+        assert np.unique(arr(sitk.ReadImage(str(out / case / "lesions.nii.gz")))).size == 8  # background + 7 labels
     assert main(argv) == 2
     assert "already holds case_0000" in capsys.readouterr().err
+    assert main([*argv[:-2], "--lesions", "5", "2", "--overwrite"]) == 2
+    assert "lesion count range (5, 2) is not usable" in capsys.readouterr().err

@@ -17,13 +17,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from RegC2PLib.cli import main
 from RegC2PLib.config import IntensityConfig, RegistrationConfig, preset
 from RegC2PLib.data.phantom import PhantomConfig, write_dataset
 from RegC2PLib.data.samples import SliceDataset
 from RegC2PLib.data.studies import discover_studies
 from RegC2PLib.errors import InputError
 from RegC2PLib.evaluation import score_volume, summarize
-from RegC2PLib.model_file import load_model
+from RegC2PLib.model_file import file_sha256, load_model, new_model, save_model
 from RegC2PLib.networks import RegistrationNet, smoothness_loss, warp
 from RegC2PLib.training.config import TrainConfig
 from RegC2PLib.training.loop import MetricsLog, StageSettings, StopRequest, TrainingStopped, run_stage, stage_seconds
@@ -288,6 +289,32 @@ def test_train_refuses_bad_run_folders(dataset: Path, tmp_path: Path) -> None:
         train(RunOptions(dataset, tmp_path / "new", MODEL, TrainConfig(stage="2")))
     with pytest.raises(InputError, match="does not exist"):
         train(RunOptions(tmp_path / "missing", tmp_path / "new2", MODEL, TrainConfig()))
+
+
+def test_init_from_starts_g_and_f_from_a_model_file(dataset: Path, tmp_path: Path, capsys) -> None:
+    """Fine-tuning: with learning rates 0 the run's model is exactly the --init-from model, which
+    is copied into the run, so stage 2 started by a later resume no longer needs the original."""
+    start = tmp_path / "start.safetensors"
+    save_model(start, new_model(MODEL, seed=3))
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(dataset), "--out", str(out), "--init-from", str(start), "--stage", "1"]
+    argv += ["--max-steps", "1", "--epochs", "1", "--refiner-epochs", "1", "--lr", "0", "--refiner-lr", "0"]
+    assert main([*argv, "--progress", "none"]) == 0  # no --preset: the model file's 64 px network
+    record = json.loads((out / "run.json").read_text())
+    assert record["init"]["sha256"] == file_sha256(start) == file_sha256(out / "init.safetensors")
+    start.unlink()
+    assert main(["train", "--out", str(out), "--resume", "--stage", "2", "--progress", "none"]) == 0
+    capsys.readouterr()
+    trained, initial = _tensors(out / "model.safetensors"), _tensors(out / "init.safetensors")
+    for key in initial:
+        assert torch.equal(trained[key], initial[key]), key
+    fresh = new_model(MODEL, seed=0).generator.state_dict()
+    assert any(not torch.equal(fresh[k], trained[f"generator.{k}"]) for k in fresh)  # not the seed's random init
+
+    save_model(start, new_model(MODEL, seed=3))
+    with pytest.raises(InputError, match="holds a small network of 64 px slices, not the small network of 128 px"):
+        train(RunOptions(dataset, tmp_path / "other", preset("small"), TrainConfig(init_from=str(start))))
+    assert not (tmp_path / "other").exists()
 
 
 def test_slice_layout_trains_stage1_and_refuses_stage2(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 from RegC2PLib.config import DiscriminatorConfig, GeneratorConfig, RefinerConfig, RegistrationConfig, preset  # noqa: E402
 from RegC2PLib.data.phantom import PhantomConfig, generate_case  # noqa: E402
 from RegC2PLib.errors import InputError  # noqa: E402
-from RegC2PLib.model_file import load_model  # noqa: E402
+from RegC2PLib.model_file import load_model, new_model, save_model  # noqa: E402
 from RegC2PLib.training.config import TrainConfig  # noqa: E402
 from RegC2PSlicer.training import TrainingJob, TrainingSettings, write_pairs  # noqa: E402
 from RegC2PSlicer.volumes import add_volume_node, ijk_to_ras, image_from_volume_node, node_ijk_to_ras  # noqa: E402
@@ -145,6 +145,20 @@ def test_blocking_training_from_scene_nodes_gives_a_loadable_model(triples, tmp_
     assert json.loads((tmp_path / "run" / "run.json").read_text())["command"].startswith("RegC2PTraining: 3 CT/PET pairs")
     assert not data.exists()  # the temporary dataset folder is removed once the run is done
     _assert_unchanged(nodes, before)
+
+
+def test_fine_tuning_from_scene_nodes_starts_from_the_model_file(triples, tmp_path):
+    start = tmp_path / "start.safetensors"
+    save_model(start, new_model(TINY, seed=3))
+    settings = TrainingSettings.fine_tuning(start, epochs=1, refiner_epochs=1, max_steps=2, lr=0.0, refiner_lr=0.0)
+    assert settings.model == TINY and settings.train.init_from == str(start.resolve())
+    model = load_model(TrainingJob.from_nodes(triples, tmp_path / "run", settings).run())
+    initial = load_model(start)
+    for trained_net, initial_net in ((model.generator, initial.generator), (model.refiner, initial.refiner)):
+        for (key, value), expected in zip(trained_net.state_dict().items(), initial_net.state_dict().values()):
+            assert torch.equal(value, expected), key
+    with pytest.raises(InputError, match="invalid training settings"):
+        TrainingSettings.fine_tuning(start, epochs=0)
 
 
 # --------------------------------------------------------------------------- background training
@@ -284,6 +298,12 @@ def test_batch_script_trains_from_volume_files_and_reports_errors(cases, tmp_pat
     written = sitk.ReadImage(str(tmp_path / "pairs" / "pair_02" / "ct.nrrd"))
     np.testing.assert_allclose(ijk_to_ras(written), ijk_to_ras(cases[1]["ct"]), atol=1e-6)  # via the NIfTI files
 
+    # Fine-tuning that model: its 64 px network is used without --image-size.
+    tuned = tmp_path / "tuned"
+    fine_tune = ["--init-from", str(run / "model.safetensors"), "--stage", "1", "--max-steps", "1", "--epochs", "1"]
+    assert batch.main(["--data", str(tmp_path / "pairs"), "--out", str(tuned), *fine_tune]) == 0, capsys.readouterr().err
+    assert load_model(tuned / "model.safetensors").config.image_size == 64
+    assert json.loads((tuned / "run.json").read_text())["init"]["from"] == str(run / "model.safetensors")
     assert batch.main(["--data", str(tmp_path / "pairs"), "--out", str(run), *budget]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("regc2p: error: run folder")
     assert batch.main(["--pair", pair_args[1], "--out", str(tmp_path / "r2")]) == 2

@@ -37,6 +37,7 @@ import slicer
 from RegC2PLib.config import ModelConfig, preset
 from RegC2PLib.data.studies import check_overlap, check_pet_suv, discover_studies
 from RegC2PLib.errors import InputError
+from RegC2PLib.model_file import read_config
 from RegC2PLib.progress import ProgressCallback, no_progress
 from RegC2PLib.training.config import TrainConfig
 from RegC2PLib.training.data_access import is_slice_layout
@@ -77,6 +78,15 @@ class TrainingSettings:
             if image_size:
                 model = model.with_changes(image_size=int(image_size))
             return cls(model, TrainConfig(**train))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"invalid training settings: {exc}") from exc
+
+    @classmethod
+    def fine_tuning(cls, model_path: str | Path, **train: Any) -> TrainingSettings:
+        """Settings that start G (and F) from a trained model file, with its network sizes."""
+        model = read_config(model_path)
+        try:
+            return cls(model, TrainConfig(init_from=str(Path(model_path).resolve()), **train))
         except (TypeError, ValueError) as exc:
             raise InputError(f"invalid training settings: {exc}") from exc
 

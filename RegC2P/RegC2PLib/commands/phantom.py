@@ -52,6 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="CT voxel size in mm (default: fit vertex to thigh, 520 mm wide)",
     )
     parser.add_argument("--fwhm", type=float, default=6.0, metavar="MM", help="PET resolution FWHM in mm (default 6)")
+    parser.add_argument(
+        "--lesions",
+        type=int,
+        nargs=2,
+        default=(2, 5),
+        metavar=("MIN", "MAX"),
+        help="FDG-avid lesions per study, drawn in MIN..MAX (default 2 5; more for a lesion-rich training set)",
+    )
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (default: up to 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing case folders in DIR")
     parser.set_defaults(func=run)
@@ -66,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         misalign=args.misalign,
         breathing_mm=args.breathing,
         pet_fwhm_mm=args.fwhm,
+        lesions=tuple(args.lesions),
     )
     start = time.perf_counter()
     with tqdm(total=args.cases, unit="case", desc="phantom", disable=None) as bar:

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..config import PRESETS, ModelConfig, preset
 from ..errors import InputError
 from ..inference.device import DEVICE_CHOICES
+from ..model_file import read_config
 from ..training.config import ADVERSARIAL_LOSSES, LR_SCHEDULES, MODES, REFINER_TARGETS, STAGES, TrainConfig
 from ..training.loop import StopRequest, TrainingStopped
 from ..training.runner import RunOptions, train
@@ -30,7 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="dataset folder (not needed with --resume)")
     p.add_argument("--out", required=True, type=Path, help="run folder (created; must be new unless --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="network sizes (default: small)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="network sizes (default: small, or --init-from's)")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="MODEL",
+        help="fine-tune: start G (and F) from this model file instead of random weights; R and D start fresh",
+    )
     p.add_argument("--image-size", type=int, help="slice size M (default: the preset's)")
     p.add_argument("--mode", choices=MODES, default=_DEFAULTS.mode, help="regc2p (with R, default) or pix2pix (no R)")
     # These four may also be given with --resume, to change a stored run's budget or stage.
@@ -65,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, dict[str, object]]:
     """Model and training configs from the options, plus the options a resumed run may change."""
-    model_cfg = preset(args.preset)
+    from_init = args.init_from and not args.preset  # fine-tuning keeps the model's own networks
+    model_cfg = read_config(args.init_from) if from_init else preset(args.preset or "small")
     changes = {}
     if args.image_size:
         changes["image_size"] = args.image_size
@@ -106,6 +114,7 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, dict[s
         deterministic=args.deterministic,
         amp=not args.no_amp,
         device=args.device,
+        init_from=str(args.init_from.resolve()) if args.init_from else "",
     )
     return model_cfg, train_cfg, overrides
 

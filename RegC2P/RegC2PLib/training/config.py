@@ -27,6 +27,9 @@ class TrainConfig:
     ``regc2p``), or ``misaligned``: the PET as acquired.
     ``lr_schedule``: ``constant``, or ``linear-decay`` to 0 from ``decay_start`` (a
     fraction of each stage's steps), as in CycleGAN/RegGAN.
+    ``init_from``: a model file whose G (and F, if it has one) start the run instead of
+    random weights, to fine-tune a trained model on new studies; R, D and the
+    optimisers start fresh. Its network config must match the run's.
     ``max_steps`` caps each stage (0: no cap); ``checkpoint_every`` is in steps;
     validation runs at the end of every epoch and of the stage, and also every
     ``validate_every`` steps when that is not 0 (best checkpoints within long epochs).
@@ -57,6 +60,7 @@ class TrainConfig:
     deterministic: bool = False
     amp: bool = True
     device: str = "auto"
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         for name, allowed in (

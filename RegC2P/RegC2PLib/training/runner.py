@@ -8,6 +8,7 @@ Run folder layout::
       checkpoints/        stage1_last.pt, stage1_best.pt, stage2_last.pt, stage2_best.pt
       metrics.jsonl       one JSON object per step (losses, lr) and per validation
       curves.png          losses and validation metrics
+      init.safetensors    copy of the --init-from model whose G (and F) start the run
       model.safetensors   G (best stage-1 validation) + F (best stage-2 validation)
       STOP                create this file to stop the run cleanly (GUIs do)
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,7 @@ from ..atomic import atomic_path
 from ..config import ModelConfig
 from ..errors import InputError
 from ..inference.device import resolve_device
-from ..model_file import LoadedModel, save_model
+from ..model_file import LoadedModel, load_model, save_model
 from ..networks import Generator, Refiner, RegistrationNet
 from ..progress import ProgressCallback, Stage, no_progress
 from .config import TrainConfig
@@ -40,6 +42,7 @@ from .tasks import GanTask, RefinerTask
 from .validation import make_validator
 
 MODEL_FILE = "model.safetensors"
+INIT_FILE = "init.safetensors"
 
 
 @dataclass(frozen=True)
@@ -82,12 +85,15 @@ def train(
     log = MetricsLog(out / "metrics.jsonl")
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
+    init = load_model(out / INIT_FILE) if train_cfg.init_from else None
     share = {"stage1": (0.0, 0.8 if "stage2" in stages else 1.0), "stage2": (0.8 if "stage1" in stages else 0.0, 1.0)}
 
     try:
         if "stage1" in stages:
             torch.manual_seed(train_cfg.seed)  # initial weights depend on the seed alone
             task = GanTask(model_cfg, train_cfg, device)
+            if init is not None:  # a resumed stage then loads its checkpoint over these
+                task.generator.load_state_dict(init.generator.state_dict())
             settings = _settings(train_cfg, train_cfg.epochs, train_cfg.batch_size)
             validator = make_validator(data.val_volumes, model_cfg, device, refine=False)
             run_stage(task, data.slices, settings, checkpoints, log, validator, stop, Stage(progress, *share["stage1"]))
@@ -98,6 +104,8 @@ def train(
                 raise InputError("stage 2 needs whole volumes; a RegGAN/CPDM slice folder only supports --stage 1")
             torch.manual_seed(train_cfg.seed + 1)
             task = RefinerTask(model_cfg, train_cfg, device, generator, registration)
+            if init is not None and init.refiner is not None:
+                task.refiner.load_state_dict(init.refiner.state_dict())
             settings = _settings(train_cfg, train_cfg.refiner_epochs, train_cfg.refiner_batch_size)
             validator = make_validator(data.val_volumes, model_cfg, device, refine=True)
             run_stage(task, data.windows, settings, checkpoints, log, validator, stop, Stage(progress, *share["stage2"]))
@@ -118,8 +126,10 @@ def train(
 def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
     """Create a new run folder (``run.json``) or read a resumed one's configs and data folder.
 
-    Refuses a non-empty folder for a new run, a missing ``run.json`` on resume and
-    ``--stage 2`` on a new run, each with a one-line :class:`InputError`.
+    Refuses a non-empty folder for a new run, a missing ``run.json`` on resume,
+    ``--stage 2`` on a new run and an ``init_from`` model of another network config, each
+    with a one-line :class:`InputError`. The ``init_from`` model is copied into the run
+    folder, so a resume does not depend on the original file.
     """
     out, run_file = options.out, options.out / "run.json"
     if options.resume:
@@ -141,6 +151,7 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
         raise InputError(f"run folder {out} already exists and is not empty; use --resume to continue it or choose a new folder")
     if options.train.stage == "2":
         raise InputError("--stage 2 needs a run whose stage 1 is trained: use --resume --stage 2 on that run folder")
+    init = _check_init(options.train.init_from, options.model)
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "model": options.model.to_dict(),
@@ -148,9 +159,27 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
         "data": str(options.data.resolve()),
         "command": options.command,
     }
+    if init is not None:
+        with atomic_path(out / INIT_FILE, ".safetensors") as tmp:
+            shutil.copyfile(init.path, tmp)  # type: ignore[arg-type]
+        record["init"] = {"from": str(Path(init.path).resolve()), "sha256": init.sha256}  # type: ignore[arg-type]
     with atomic_path(run_file, ".json") as tmp:
         tmp.write_text(json.dumps(record, indent=2))
     return options.model, options.train, options.data.resolve()
+
+
+def _check_init(path: str, model: ModelConfig) -> LoadedModel | None:
+    """The verified ``init_from`` model, or None; its networks must be the run's."""
+    if not path:
+        return None
+    init = load_model(path)
+    if init.config != model:
+        raise InputError(
+            f"--init-from {Path(path).name} holds a {init.config.preset} network of {init.config.image_size} px slices, "
+            f"not the {model.preset} network of {model.image_size} px this run asks for; "
+            "leave out --preset/--image-size/--window/--stride to use the model's own"
+        )
+    return init
 
 
 def _seed_everything(cfg: TrainConfig) -> None:
@@ -188,4 +217,4 @@ def _stage1_networks(cfg: ModelConfig, checkpoints: Path) -> tuple[Generator, Re
     return generator, registration
 
 
-__all__ = ["MODEL_FILE", "RunOptions", "open_run", "train"]
+__all__ = ["INIT_FILE", "MODEL_FILE", "RunOptions", "open_run", "train"]

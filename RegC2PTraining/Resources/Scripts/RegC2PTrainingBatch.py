@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs-folder", type=Path, help="with --pair: keep the converted pairs here (default: temporary)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="network sizes (default: small)")
+    p.add_argument(
+        "--init-from", type=Path, metavar="MODEL", help="fine-tune this model file (its network sizes replace --preset)"
+    )
     p.add_argument("--image-size", type=int, help="slice size M in pixels (default: the preset's)")
     p.add_argument("--mode", choices=MODES, default="regc2p", help="regc2p (with R) or pix2pix (no R)")
     p.add_argument("--stage", choices=STAGES, help="1, 2 (with --resume) or all (default)")
@@ -94,10 +97,12 @@ def make_job(args: argparse.Namespace, scene: slicer.vtkMRMLScene) -> TrainingJo
     if args.resume:
         return TrainingJob.open(args.out, _budget(args))
     mode_options = {"mode": args.mode, "refiner_target": "registered" if args.mode == "regc2p" else "misaligned"}
-    settings = TrainingSettings.from_preset(
-        args.preset, args.image_size, **_budget(args), **mode_options,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
-    )  # fmt: skip
+    options = {**_budget(args), **mode_options, "checkpoint_every": args.checkpoint_every, "seed": args.seed}
+    options["device"] = args.device
+    if args.init_from is not None:
+        settings = TrainingSettings.fine_tuning(args.init_from, **options)
+    else:
+        settings = TrainingSettings.from_preset(args.preset, args.image_size, **options)
     if args.no_validation:
         settings = TrainingSettings(settings.model, settings.train, require_validation=False)
     if args.data is not None:
