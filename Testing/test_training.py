@@ -189,6 +189,34 @@ def test_a_finished_stage_continues_when_its_budget_grows(slices: SliceDataset, 
     assert stage_seconds(tmp_path, "stage2") == 0.0
 
 
+def test_a_stopped_stage_ended_by_a_lower_budget_is_validated(slices: SliceDataset, tmp_path: Path) -> None:
+    """Stopped at step 2 of 6, then resumed with --max-steps 2: the stage ends there and its
+    final weights are validated (and become the best checkpoint) instead of going unscored."""
+
+    def settings(max_steps: int) -> StageSettings:
+        return StageSettings(
+            epochs=5, batch_size=2, max_steps=max_steps, lr_schedule="constant", decay_start=0.5,
+            checkpoint_every=100, validate_every=0, seed=0, num_workers=0,
+        )  # fmt: skip
+
+    def validate(task: GanTask) -> dict[str, float]:
+        return {"score": float(next(task.generator.parameters()).detach().abs().sum())}
+
+    calls = iter(range(100))
+    stopping = StopRequest()
+    stopping.__class__ = type("StopAtTwo", (StopRequest,), {"__call__": lambda self: next(calls) == 1})
+    with pytest.raises(TrainingStopped, match="step 2"):
+        run_stage(GanTask(MODEL, TrainConfig(), CPU), slices, settings(6), tmp_path, _log(tmp_path), validate, stopping)
+    assert not (tmp_path / "stage1_best.pt").exists()
+    task = GanTask(MODEL, TrainConfig(), CPU)
+    ended = run_stage(task, slices, settings(2), tmp_path, _log(tmp_path), validate, StopRequest())
+    assert ended.completed and ended.step == 2
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in records] == [("train", 1), ("train", 2), ("val", 2)]
+    assert records[-1]["score"] == pytest.approx(validate(task)["score"])
+    assert torch.load(tmp_path / "stage1_best.pt", weights_only=True)["counters"]["step"] == 2
+
+
 def _log(folder: Path) -> MetricsLog:
     folder.mkdir(parents=True, exist_ok=True)
     return MetricsLog(folder / "log.jsonl")

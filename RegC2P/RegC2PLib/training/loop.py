@@ -193,6 +193,7 @@ def run_stage(
         if counters.step_in_epoch == 0 or counters.step >= total:
             _validate(task, validate, counters, checkpoint_dir, log)
         checkpoint()
+    _validate(task, validate, counters, checkpoint_dir, log)  # a stopped stage ended by a lower budget
     counters.completed = True
     checkpoint()
     return counters
