@@ -91,3 +91,20 @@ def test_padding_uses_fill_and_content_keeps_its_place() -> None:
     # From the model grid the padding is cropped away: a marker in the padding is lost.
     m[:, :top] = 1000.0
     assert float(grid.from_model(m).max()) <= 1.0 + 1e-6
+
+
+def test_label_maps_keep_their_labels_and_places() -> None:
+    """Nearest neighbour: no blended label values; each label keeps its area (scaled) and centre."""
+    grid = SliceGrid.fit((60, 90), (1.0, 1.0), 45)  # 90 mm wide onto 45 px: 2 mm pixels
+    labels = torch.zeros(1, 60, 90)
+    labels[0, 10:20, 10:30] = 3.0  # 10 x 20 px
+    labels[0, 40:50, 60:80] = 7.0
+    m = grid.to_model(labels, fill=0.0, labels=True)
+    top = grid.pad[0]
+    assert set(m.unique().tolist()) == {0.0, 3.0, 7.0}
+    for value, (y0, x0) in ((3.0, (15.0, 20.0)), (7.0, (45.0, 70.0))):  # centres in mm from the corner
+        ys, xs = torch.nonzero(m[0] == value, as_tuple=True)
+        assert len(ys) == 5 * 10  # 10 x 20 px at 1 mm -> 5 x 10 px at 2 mm
+        # model pixel j covers [2j, 2j + 2) mm: its centre is at 2j + 1 mm
+        assert float(ys.float().mean()) == pytest.approx((y0 - 1.0) / 2 + top, abs=0.01)
+        assert float(xs.float().mean()) == pytest.approx((x0 - 1.0) / 2, abs=0.01)

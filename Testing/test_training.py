@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
@@ -21,15 +22,18 @@ from RegC2PLib.cli import main
 from RegC2PLib.config import IntensityConfig, RegistrationConfig, preset
 from RegC2PLib.data.phantom import PhantomConfig, write_dataset
 from RegC2PLib.data.samples import SliceDataset
-from RegC2PLib.data.studies import discover_studies
+from RegC2PLib.data.studies import discover_studies, load_study
 from RegC2PLib.errors import InputError
 from RegC2PLib.evaluation import score_volume, summarize
+from RegC2PLib.intensity import network_to_pet
 from RegC2PLib.model_file import file_sha256, load_model, new_model, save_model
 from RegC2PLib.networks import RegistrationNet, smoothness_loss, warp
 from RegC2PLib.training.config import TrainConfig
+from RegC2PLib.training.data_access import prepare_data
 from RegC2PLib.training.loop import MetricsLog, StageSettings, StopRequest, TrainingStopped, run_stage, stage_seconds
 from RegC2PLib.training.runner import RunOptions, train
 from RegC2PLib.training.tasks import GanTask, RefinerTask
+from RegC2PLib.training.validation import make_validator
 
 SIZE = 64
 MODEL = preset("small").with_changes(image_size=SIZE)
@@ -343,6 +347,30 @@ def test_init_from_starts_g_and_f_from_a_model_file(dataset: Path, tmp_path: Pat
     with pytest.raises(InputError, match="holds a small network of 64 px slices, not the small network of 128 px"):
         train(RunOptions(dataset, tmp_path / "other", preset("small"), TrainConfig(init_from=str(start))))
     assert not (tmp_path / "other").exists()
+
+
+def test_validation_scores_the_lesions_of_the_validation_studies(dataset: Path, tmp_path: Path) -> None:
+    """The lesion maps of the phantoms reach validation on the model grid (here the CT grid
+    itself, 64 px), so the lesion SUVmax error is measured during training, not NaN."""
+    data = prepare_data(dataset, tmp_path, MODEL, seed=0, need_windows=False)
+    studies = {s.name: s for s in discover_studies(dataset)[0]}
+    torch.manual_seed(0)
+    task = GanTask(MODEL, TrainConfig(), CPU)
+    errors = []
+    for volume in data.val_volumes:
+        native = sitk.GetArrayFromImage(load_study(studies[volume.name]).lesions)
+        assert volume.lesions is not None and volume.lesions.dtype == np.uint8
+        assert np.array_equal(native, volume.lesions)  # every slice lies in the PET field of view here
+        with torch.no_grad():
+            pred = network_to_pet(
+                task.generator(torch.from_numpy(np.asarray(volume.ct, np.float32))[:, None])[:, 0].numpy(), MODEL.intensity
+            )
+        ref = network_to_pet(np.asarray(volume.reference, np.float32), MODEL.intensity)
+        errors += [abs(pred[volume.lesions == k].max() - ref[volume.lesions == k].max()) for k in np.unique(volume.lesions) if k]
+    assert errors
+    scores = make_validator(data.val_volumes, MODEL, CPU, refine=False)(task)
+    assert scores["n_lesions"] == len(errors)
+    assert scores["lesion_suvmax_error"] == pytest.approx(np.mean(errors), rel=1e-4)
 
 
 def test_slice_layout_trains_stage1_and_refuses_stage2(tmp_path: Path) -> None:

@@ -41,9 +41,12 @@ class SliceGrid:
         top, left = (size - ry) // 2, (size - rx) // 2
         return cls((ny, nx), (ry, rx), (top, size - ry - top, left, size - rx - left), size)
 
-    def to_model(self, slices: torch.Tensor, fill: float = -1.0) -> torch.Tensor:
-        """``(n, ny, nx)`` -> ``(n, M, M)``; padding takes ``fill`` (network-scale background)."""
-        x = _resize(slices, self.resized_shape)
+    def to_model(self, slices: torch.Tensor, fill: float = -1.0, labels: bool = False) -> torch.Tensor:
+        """``(n, ny, nx)`` -> ``(n, M, M)``; padding takes ``fill`` (network-scale background).
+
+        ``labels``: the slices are a label map (float-typed), resized by nearest neighbour.
+        """
+        x = _resize(slices, self.resized_shape, labels)
         top, bottom, left, right = self.pad
         if top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom), value=fill)
@@ -56,9 +59,11 @@ class SliceGrid:
         return _resize(slices[:, top : top + ry, left : left + rx], self.in_shape)
 
 
-def _resize(slices: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+def _resize(slices: torch.Tensor, shape: tuple[int, int], labels: bool = False) -> torch.Tensor:
     if tuple(slices.shape[-2:]) == tuple(shape):
         return slices
+    if labels:
+        return F.interpolate(slices[:, None], size=shape, mode="nearest-exact")[:, 0]
     downsampling = shape[0] < slices.shape[-2] or shape[1] < slices.shape[-1]
     out = F.interpolate(slices[:, None], size=shape, mode="bilinear", align_corners=False, antialias=downsampling)
     return out[:, 0]

@@ -42,7 +42,7 @@ from ..progress import ProgressCallback, no_progress
 from ..slice_grid import SliceGrid
 from .studies import Skipped, Study, discover_studies, load_study, skipped_summary
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: lesion maps cached too
 VOLUMES = ("ct", "pet", "pet_aligned")
 MIN_COVERAGE = 0.5  # a CT slice is used when at least half of it lies in the PET field of view
 OPEN_STUDIES = 32  # memory-mapped studies kept open per process
@@ -59,8 +59,8 @@ def default_cache_dir() -> Path:
 @dataclass(frozen=True)
 class CachedStudy:
     """A study preprocessed at model size: ``folder`` holds ct/pet[/pet_aligned].npy of
-    shape (n_slices, M, M), float16 in [-1, 1]; slices ``valid[0]..valid[1]-1`` lie in
-    the PET field of view."""
+    shape (n_slices, M, M), float16 in [-1, 1], and the lesion map lesions.npy (uint8)
+    when the study has one; slices ``valid[0]..valid[1]-1`` lie in the PET field of view."""
 
     name: str
     folder: Path
@@ -104,11 +104,17 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int]:
 
 
 def _to_model(volume: sitk.Image, grid: SliceGrid, to_network, intensity, chunk: int = 32) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Intensities onto the model grid (float16, network scale); ``to_network`` None: a label
+    map (uint8, nearest neighbour, background 0)."""
     array = sitk.GetArrayViewFromImage(volume)
-    out = np.empty((array.shape[0], grid.size, grid.size), np.float16)
+    labels = to_network is None
+    out = np.empty((array.shape[0], grid.size, grid.size), np.uint8 if labels else np.float16)
     for start in range(0, array.shape[0], chunk):
         block = torch.from_numpy(np.array(array[start : start + chunk], dtype=np.float32))
-        out[start : start + chunk] = grid.to_model(to_network(block, intensity), fill=-1.0).numpy().astype(np.float16)
+        if labels:
+            out[start : start + chunk] = grid.to_model(block, fill=0.0, labels=True).numpy()
+        else:
+            out[start : start + chunk] = grid.to_model(to_network(block, intensity), fill=-1.0).numpy()
     return out
 
 
@@ -144,6 +150,8 @@ def prepare_study(study: Study, config: ModelConfig, cache_dir: str | os.PathLik
     }
     if loaded.pet_aligned is not None:
         arrays["pet_aligned"] = _to_model(loaded.pet_aligned, grid, pet_to_network, config.intensity)
+    if loaded.lesions is not None:
+        arrays["lesions"] = _to_model(loaded.lesions, grid, None, config.intensity)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{safe}-", suffix=".partial", dir=cache_dir))
     try:

@@ -30,12 +30,14 @@ TRAINING_KEYS = ("ct", "pet")
 class GridVolume:
     """A validation study on the model grid: ``ct`` and ``reference`` (z, M, M) in [-1, 1].
 
-    ``reference`` is the aligned PET when the study has one, else the (misaligned) PET.
+    ``reference`` is the aligned PET when the study has one, else the (misaligned) PET;
+    ``lesions`` its lesion label map (z, M, M) uint8, when the study has one.
     """
 
     name: str
     ct: np.ndarray
     reference: np.ndarray
+    lesions: np.ndarray | None = None
 
 
 @dataclass
@@ -86,11 +88,12 @@ def prepare_data(root: Path, run: Path, model: ModelConfig, seed: int, need_wind
         first, stop = study.valid
         arrays = {
             v: np.load(study.folder / f"{v}.npy", mmap_mode="r")
-            for v in ("ct", "pet", "pet_aligned")
+            for v in ("ct", "pet", "pet_aligned", "lesions")
             if (study.folder / f"{v}.npy").exists()
         }
         reference = arrays.get("pet_aligned", arrays["pet"])
-        volumes.append(GridVolume(study.name, arrays["ct"][first:stop], reference[first:stop]))
+        lesions = arrays["lesions"][first:stop] if "lesions" in arrays else None
+        volumes.append(GridVolume(study.name, arrays["ct"][first:stop], reference[first:stop], lesions))
     summary = "\n".join(
         part
         for part in (

@@ -3,7 +3,8 @@
 Each validation study is translated slice by slice by the task's G, refined with the
 model's window and stride when F is being trained, and scored against its reference
 (the aligned PET when the study has one, else the PET) with the paper-scale metrics and
-the SUV figures. The score that picks the best checkpoint is the paper-scale MAE.
+the SUV figures (lesion SUVmax error where the study has a lesion map). The score that
+picks the best checkpoint is the paper-scale MAE.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def make_validator(volumes: list[GridVolume], model: ModelConfig, device: torch.
             intensity = model.intensity
             ct_hu = network_to_ct(ct.numpy(), intensity)
             reference = network_to_pet(np.asarray(volume.reference, dtype=np.float32), intensity)
-            scores.append(score_volume(volume.name, network_to_pet(stacked.numpy(), intensity), reference, ct_hu, intensity))
+            predicted = network_to_pet(stacked.numpy(), intensity)
+            scores.append(score_volume(volume.name, predicted, reference, ct_hu, intensity, volume.lesions))
         summary = summarize(scores)
         return {**summary, "score": summary["mae"]}
 
