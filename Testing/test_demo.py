@@ -42,11 +42,11 @@ def test_demo_refuses_a_file_as_output_folder(tmp_path: Path, capsys: pytest.Cap
 
 @pytest.mark.skipif(bundled_model_path() is None, reason="no shipped default model in this checkout")
 def test_shipped_model_gives_a_recognisable_pet() -> None:
-    """Organ by organ on an unseen phantom: lungs dark, fat below muscle; brain, kidneys
-    and bladder bright, the bladder brightest.
+    """Organ by organ on an unseen phantom: lungs dark, fat below muscle; brain and kidneys
+    well above the liver, the bladder brightest, the heart wall above the blood pool.
 
-    (At its CPU training budget the shipped model still puts these organs at about half
-    their reference SUV and does not reproduce myocardium or lesions; see README.)
+    (The shipped model reaches 80-90 % of the reference SUV in brain and kidneys, about 70 %
+    in the bladder and myocardium, and does not reproduce lesions; see README.)
     """
     from RegC2PLib.data.phantom import PhantomConfig, generate_case
     from RegC2PLib.inference import translate_volume
@@ -63,6 +63,7 @@ def test_shipped_model_gives_a_recognisable_pet() -> None:
     assert 1.0 < liver < 3.5
     assert mean(Tissue.LUNG) < 0.4 * liver
     assert mean(Tissue.FAT) < mean(Tissue.MUSCLE)
-    assert mean(Tissue.BRAIN_GRAY) > 1.3 * liver
-    assert mean(Tissue.KIDNEY) > 1.2 * liver
-    assert mean(Tissue.BLADDER) > 3.0 * max(mean(Tissue.BRAIN_GRAY), mean(Tissue.KIDNEY))
+    assert mean(Tissue.BRAIN_GRAY) > 2.0 * liver
+    assert mean(Tissue.KIDNEY) > 1.8 * liver
+    assert mean(Tissue.BLADDER) > 2.5 * max(mean(Tissue.BRAIN_GRAY), mean(Tissue.KIDNEY))
+    assert mean(Tissue.MYOCARDIUM) > 1.15 * mean(Tissue.BLOOD)
