@@ -29,7 +29,7 @@ from RegC2PLib.intensity import network_to_pet
 from RegC2PLib.model_file import file_sha256, load_model, new_model, save_model
 from RegC2PLib.networks import RegistrationNet, smoothness_loss, warp
 from RegC2PLib.training.config import TrainConfig
-from RegC2PLib.training.data_access import prepare_data
+from RegC2PLib.training.data_access import oversample_lesions, prepare_data
 from RegC2PLib.training.loop import MetricsLog, StageSettings, StopRequest, TrainingStopped, run_stage, stage_seconds
 from RegC2PLib.training.runner import RunOptions, train
 from RegC2PLib.training.tasks import GanTask, RefinerTask
@@ -331,9 +331,11 @@ def test_init_from_starts_g_and_f_from_a_model_file(dataset: Path, tmp_path: Pat
     out = tmp_path / "run"
     argv = ["train", "--data", str(dataset), "--out", str(out), "--init-from", str(start), "--stage", "1"]
     argv += ["--max-steps", "1", "--epochs", "1", "--refiner-epochs", "1", "--lr", "0", "--refiner-lr", "0"]
+    argv += ["--lesion-fraction", "0.5"]  # rides along: the option reaches the run's config
     assert main([*argv, "--progress", "none"]) == 0  # no --preset: the model file's 64 px network
     record = json.loads((out / "run.json").read_text())
     assert record["init"]["sha256"] == file_sha256(start) == file_sha256(out / "init.safetensors")
+    assert record["train"]["lesion_fraction"] == 0.5
     start.unlink()
     assert main(["train", "--out", str(out), "--resume", "--stage", "2", "--progress", "none"]) == 0
     capsys.readouterr()
@@ -373,6 +375,38 @@ def test_validation_scores_the_lesions_of_the_validation_studies(dataset: Path, 
     assert scores["lesion_suvmax_error"] == pytest.approx(np.mean(errors), rel=1e-4)
 
 
+def test_oversampled_lesions_reach_their_share_and_every_sample_stays() -> None:
+    lesion = np.array([2, 5])
+    indices = oversample_lesions(10, lesion, 0.5)
+    assert sorted(set(indices.tolist())) == list(range(10)) and len(indices) == 16
+    assert np.isin(indices, lesion).mean() == pytest.approx(0.5)
+    assert np.array_equal(oversample_lesions(10, lesion, 0.1), np.arange(10))  # already 20 %
+    with pytest.raises(ValueError, match="lesion_fraction must be within"):
+        TrainConfig(lesion_fraction=1.0)
+
+
+def test_lesion_fraction_repeats_the_training_slices_that_show_a_lesion(dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = prepare_data(dataset, tmp_path / "a", MODEL, seed=0, need_windows=False)
+    data = prepare_data(dataset, tmp_path / "b", MODEL, seed=0, need_windows=False, lesion_fraction=0.6)
+    train_names = json.loads((tmp_path / "b" / "split.json").read_text())["train"]
+    # Which slices show a lesion, read from the lesion maps themselves (every slice is in the PET view here).
+    shown = np.concatenate(
+        [
+            sitk.GetArrayFromImage(load_study(study).lesions).any(axis=(1, 2))
+            for study in discover_studies(dataset)[0]
+            if study.name in train_names
+        ]
+    )
+    n, lesion = len(shown), np.flatnonzero(shown)
+    assert len(plain.slices) == n and 0 < len(lesion) < 0.6 * n
+    indices = np.asarray(data.slices.dataset.indices)
+    assert sorted(set(indices.tolist())) == list(range(n))
+    assert 0.6 <= np.isin(indices, lesion).mean() < 0.6 + 1 / len(indices)
+    assert f"lesion slices: {len(lesion)} of {n}" in data.summary
+
+
 def test_slice_layout_trains_stage1_and_refuses_stage2(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for subset, n in (("train", 4), ("val", 2)):
@@ -388,6 +422,8 @@ def test_slice_layout_trains_stage1_and_refuses_stage2(tmp_path: Path) -> None:
     assert [r["kind"] for r in records] == ["train", "train", "val"]
     with pytest.raises(InputError, match="only supports --stage 1"):
         train(RunOptions(tmp_path / "npy", tmp_path / "run2", MODEL, TrainConfig(max_steps=2, epochs=1)))
+    with pytest.raises(InputError, match="needs studies with a lesions map"):
+        train(RunOptions(tmp_path / "npy", tmp_path / "run3", MODEL, TrainConfig(stage="1", lesion_fraction=0.5)))
 
 
 def test_evaluation_matches_a_hand_computation() -> None:

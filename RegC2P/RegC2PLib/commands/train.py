@@ -52,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="Adam learning rate for G, R and D")
     p.add_argument("--refiner-lr", type=float, default=_DEFAULTS.refiner_lr)
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=_DEFAULTS.lr_schedule)
+    p.add_argument(
+        "--lesion-fraction",
+        type=float,
+        default=_DEFAULTS.lesion_fraction,
+        metavar="F",
+        help="repeat slices showing a lesion (studies with a lesions map) to this share of stage 1 (default 0: off)",
+    )
     p.add_argument("--lambda-corr", type=float, default=_DEFAULTS.lambda_corr)
     p.add_argument("--lambda-smooth", type=float, default=_DEFAULTS.lambda_smooth)
     p.add_argument("--lambda-adv", type=float, default=_DEFAULTS.lambda_adv)
@@ -115,6 +122,7 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, dict[s
         amp=not args.no_amp,
         device=args.device,
         init_from=str(args.init_from.resolve()) if args.init_from else "",
+        lesion_fraction=args.lesion_fraction,
     )
     return model_cfg, train_cfg, overrides
 

@@ -293,6 +293,17 @@ class SliceDataset(_StudyDataset):
     def __len__(self) -> int:
         return int(self._ends[-1]) if len(self._ends) else 0
 
+    def lesion_samples(self) -> np.ndarray:
+        """Indices of the samples whose slice shows a lesion (only studies with a lesion map count)."""
+        found, start = [], 0
+        for study, end in zip(self.studies, self._ends, strict=True):
+            path = study.folder / "lesions.npy"
+            if path.exists():
+                shown = np.load(path, mmap_mode="r")[study.valid[0] : study.valid[1]].any(axis=(1, 2))
+                found.append(start + np.flatnonzero(shown))
+            start = int(end)
+        return np.concatenate(found) if found else np.empty(0, np.int64)
+
     def locate(self, index: int) -> tuple[CachedStudy, int]:
         """(study, CT slice index) of sample ``index``."""
         if not 0 <= index < len(self):

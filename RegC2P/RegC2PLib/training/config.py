@@ -30,6 +30,9 @@ class TrainConfig:
     ``init_from``: a model file whose G (and F, if it has one) start the run instead of
     random weights, to fine-tune a trained model on new studies; R, D and the
     optimisers start fresh. Its network config must match the run's.
+    ``lesion_fraction``: 0, or the share of each stage-1 epoch made of slices that show a
+    lesion (studies with a lesion map), repeated to reach it — lesions are a tiny part of
+    the pixels and L1 learns them last.
     ``max_steps`` caps each stage (0: no cap); ``checkpoint_every`` is in steps;
     validation runs at the end of every epoch and of the stage, and also every
     ``validate_every`` steps when that is not 0 (best checkpoints within long epochs).
@@ -61,6 +64,7 @@ class TrainConfig:
     amp: bool = True
     device: str = "auto"
     init_from: str = ""
+    lesion_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -77,6 +81,8 @@ class TrainConfig:
         for name in ("epochs", "refiner_epochs", "batch_size", "refiner_batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if not 0.0 <= self.lesion_fraction < 1.0:
+            raise ValueError(f"lesion_fraction must be within [0, 1) (got {self.lesion_fraction})")
         if self.max_steps < 0 or self.validate_every < 0 or not 0.0 <= self.decay_start <= 1.0:
             raise ValueError("max_steps and validate_every must be >= 0 and decay_start within [0, 1]")
 

@@ -10,18 +10,20 @@ cached in ``RUN/cache`` (memory-mapped float16 at model size).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from ..config import ModelConfig
 from ..data.samples import NpySliceDataset, SliceDataset, WindowDataset, prepare_studies
 from ..data.split import read_manifest, select, split_studies, write_manifest
 from ..data.studies import discover_studies, skipped_summary
+from ..errors import InputError
 
 TRAINING_KEYS = ("ct", "pet")
 
@@ -68,9 +70,25 @@ def is_slice_layout(root: Path) -> bool:
     return (root / "train" / "A").is_dir() and (root / "train" / "B").is_dir()
 
 
-def prepare_data(root: Path, run: Path, model: ModelConfig, seed: int, need_windows: bool) -> RunData:
-    """Training samples and validation volumes for a run folder ``run``."""
+def oversample_lesions(n: int, lesion: np.ndarray, fraction: float) -> np.ndarray:
+    """Sample indices of one epoch: every sample once, then the lesion samples again, in
+    turn, until they make up ``fraction`` of the list (nnU-Net's foreground oversampling,
+    as a fixed list so that epochs and resumes stay reproducible)."""
+    extra = math.ceil((fraction * n - len(lesion)) / (1.0 - fraction)) if len(lesion) else 0
+    return np.concatenate([np.arange(n), np.resize(lesion, max(extra, 0))]).astype(np.int64)
+
+
+def prepare_data(
+    root: Path, run: Path, model: ModelConfig, seed: int, need_windows: bool, lesion_fraction: float = 0.0
+) -> RunData:
+    """Training samples and validation volumes for a run folder ``run``.
+
+    ``lesion_fraction`` > 0 repeats the slices that show a lesion until they are that
+    share of each stage-1 epoch; it needs studies with a lesion map.
+    """
     if is_slice_layout(root):
+        if lesion_fraction:
+            raise InputError("--lesion-fraction needs studies with a lesions map; a RegGAN/CPDM slice folder has none")
         return _slice_layout(root, model)
     studies, skipped = discover_studies(root)
     manifest = run / "split.json"
@@ -82,6 +100,16 @@ def prepare_data(root: Path, run: Path, model: ModelConfig, seed: int, need_wind
     cache = run / "cache"
     slices = SliceDataset(select(studies, split, "train"), model, cache)
     windows = WindowDataset(slices.studies, model, stride=1, cache_dir=cache) if need_windows else None
+    training: Dataset = slices
+    oversampled = ""
+    if lesion_fraction:
+        lesion = slices.lesion_samples()
+        if not len(lesion):
+            raise InputError("--lesion-fraction needs training studies with a lesions map showing lesions; none has one")
+        indices = oversample_lesions(len(slices), lesion, lesion_fraction)
+        training = Subset(slices, indices.tolist())
+        share = f"{lesion_fraction:.0%} of {len(indices)} samples per epoch"
+        oversampled = f"lesion slices: {len(lesion)} of {len(slices)}, repeated to {share}"
     val_cached, val_skipped = prepare_studies(select(studies, split, "val"), model, cache)
     volumes = []
     for study in val_cached:
@@ -98,13 +126,14 @@ def prepare_data(root: Path, run: Path, model: ModelConfig, seed: int, need_wind
         part
         for part in (
             f"train: {slices.summary()}",
+            oversampled,
             f"val: {len(volumes)} studies",
             skipped_summary(skipped + val_skipped + (windows.skipped if windows is not None else [])),
         )
         if part
     )
     return RunData(
-        _TrainingItems(slices), _TrainingItems(windows) if windows is not None else None, volumes, _digest(manifest), summary
+        _TrainingItems(training), _TrainingItems(windows) if windows is not None else None, volumes, _digest(manifest), summary
     )
 
 

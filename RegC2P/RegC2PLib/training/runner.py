@@ -80,7 +80,7 @@ def train(
     _seed_everything(train_cfg)
     device = resolve_device(train_cfg.device)
     stages = ("stage1", "stage2") if train_cfg.stage == "all" else ("stage1",) if train_cfg.stage == "1" else ("stage2",)
-    data = prepare_data(data_root, out, model_cfg, train_cfg.seed, need_windows="stage2" in stages)
+    data = prepare_data(data_root, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
     notify(data.summary)
     log = MetricsLog(out / "metrics.jsonl")
     checkpoints = out / "checkpoints"
