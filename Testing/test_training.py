@@ -136,9 +136,7 @@ def test_stop_request_keeps_a_checkpoint_and_resume_is_exact(slices: SliceDatase
     reference = fresh()
     run_stage(reference, slices, settings, tmp_path / "a", _log(tmp_path / "a"), None, StopRequest())
 
-    calls = iter(range(100))
-    stopping = StopRequest()
-    stopping.__class__ = type("StopAtSix", (StopRequest,), {"__call__": lambda self: next(calls) == 5})
+    stopping = _stop_after(6)
     with pytest.raises(TrainingStopped, match="step 6"):
         run_stage(fresh(), slices, settings, tmp_path / "b", _log(tmp_path / "b"), None, stopping)
     resumed = fresh()
@@ -206,9 +204,7 @@ def test_a_stopped_stage_ended_by_a_lower_budget_is_validated(slices: SliceDatas
     def validate(task: GanTask) -> dict[str, float]:
         return {"score": float(next(task.generator.parameters()).detach().abs().sum())}
 
-    calls = iter(range(100))
-    stopping = StopRequest()
-    stopping.__class__ = type("StopAtTwo", (StopRequest,), {"__call__": lambda self: next(calls) == 1})
+    stopping = _stop_after(2)
     with pytest.raises(TrainingStopped, match="step 2"):
         run_stage(GanTask(MODEL, TrainConfig(), CPU), slices, settings(6), tmp_path, _log(tmp_path), validate, stopping)
     assert not (tmp_path / "stage1_best.pt").exists()
@@ -219,6 +215,14 @@ def test_a_stopped_stage_ended_by_a_lower_budget_is_validated(slices: SliceDatas
     assert [(r["kind"], r["step"]) for r in records] == [("train", 1), ("train", 2), ("val", 2)]
     assert records[-1]["score"] == pytest.approx(validate(task)["score"])
     assert torch.load(tmp_path / "stage1_best.pt", weights_only=True)["counters"]["step"] == 2
+
+
+def _stop_after(steps: int) -> StopRequest:
+    """A stop request that answers yes after ``steps`` steps, as a user's Ctrl-C would."""
+    calls = itertools.count(1)
+    stopping = StopRequest()
+    stopping.__class__ = type("StopAfter", (StopRequest,), {"__call__": lambda self: next(calls) == steps})
+    return stopping
 
 
 def _log(folder: Path) -> MetricsLog:
