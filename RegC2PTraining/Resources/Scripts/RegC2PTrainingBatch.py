@@ -97,8 +97,7 @@ def make_job(args: argparse.Namespace, scene: slicer.vtkMRMLScene) -> TrainingJo
     if args.resume:
         return TrainingJob.open(args.out, _budget(args))
     mode_options = {"mode": args.mode, "refiner_target": "registered" if args.mode == "regc2p" else "misaligned"}
-    options = {**_budget(args), **mode_options, "checkpoint_every": args.checkpoint_every, "seed": args.seed}
-    options["device"] = args.device
+    options = dict(**_budget(args), **mode_options, checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device)
     if args.init_from is not None:
         settings = TrainingSettings.fine_tuning(args.init_from, **options)
     else:
