@@ -133,7 +133,7 @@ class RegC2PTrainingLogic(ScriptedLoadableModuleLogic):
     def resumeRun(self, run, waitForCompletion=True, progress=None, onFinished=None, **overrides):
         """Continue a stopped run: a job returned earlier (keeps its temporary pairs) or a run folder.
 
-        ``overrides`` may change stage, epochs, refiner_epochs or max_steps.
+        ``overrides`` may change stage, epochs, refiner_epochs, max_steps or keep.
         """
         self.ensureDependencies()
         from RegC2PSlicer.training import TrainingJob

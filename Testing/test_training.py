@@ -355,6 +355,36 @@ def test_init_from_starts_g_and_f_from_a_model_file(dataset: Path, tmp_path: Pat
     assert not (tmp_path / "other").exists()
 
 
+def test_keep_last_takes_each_stages_last_weights_instead_of_the_best(dataset: Path, tmp_path: Path, capsys) -> None:
+    """Stage 1 keeps its best validated G by default; ``--resume --stage 2 --keep last`` trains
+    F on the last stage-1 G and puts the last G and F in the model file."""
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(dataset), "--out", str(out), "--image-size", str(SIZE), "--stage", "1"]
+    argv += ["--epochs", "1", "--refiner-epochs", "1", "--max-steps", "5", "--validate-every", "1", "--lr", "0.02"]
+    assert main([*argv, "--refiner-lr", "0.02", "--progress", "none"]) == 0
+
+    def checkpoint(name: str) -> dict:
+        return torch.load(out / "checkpoints" / name, weights_only=True)
+
+    def generator(state: dict) -> dict[str, torch.Tensor]:
+        return {f"generator.{k}": v for k, v in state["modules"]["generator"].items()}
+
+    best, last = checkpoint("stage1_best.pt"), checkpoint("stage1_last.pt")
+    assert best["counters"]["step"] < last["counters"]["step"] == 5  # the best is not the last here
+    model = load_model(out / "model.safetensors").generator.state_dict()
+    assert all(torch.equal(model[k.removeprefix("generator.")], v) for k, v in generator(best).items())
+
+    assert main(["train", "--out", str(out), "--resume", "--stage", "2", "--keep", "last", "--progress", "none"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "run.json").read_text())["resumes"][0]["overrides"] == {"stage": "2", "keep": "last"}
+    trained = _tensors(out / "model.safetensors")
+    for key, value in generator(last).items():
+        assert torch.equal(trained[key], value), key
+    refiner = checkpoint("stage2_last.pt")["modules"]["refiner"]
+    assert all(torch.equal(trained[f"refiner.{k}"], v) for k, v in refiner.items())
+    assert checkpoint("stage2_last.pt")["counters"]["step"] == 5
+
+
 def test_validation_scores_the_lesions_of_the_validation_studies(dataset: Path, tmp_path: Path) -> None:
     """The lesion maps of the phantoms reach validation on the model grid (here the CT grid
     itself, 64 px), so the lesion SUVmax error is measured during training, not NaN."""

@@ -304,6 +304,8 @@ def test_batch_script_trains_from_volume_files_and_reports_errors(cases, tmp_pat
     assert batch.main(["--data", str(tmp_path / "pairs"), "--out", str(tuned), *fine_tune]) == 0, capsys.readouterr().err
     assert load_model(tuned / "model.safetensors").config.image_size == 64
     assert json.loads((tuned / "run.json").read_text())["init"]["from"] == str(run / "model.safetensors")
+    assert batch.main(["--out", str(tuned), "--resume", "--keep", "last", "--max-steps", "2"]) == 0, capsys.readouterr().err
+    assert json.loads((tuned / "run.json").read_text())["resumes"][-1]["overrides"] == {"max_steps": 2, "keep": "last"}
     assert batch.main(["--data", str(tmp_path / "pairs"), "--out", str(run), *budget]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("regc2p: error: run folder")
     assert batch.main(["--pair", pair_args[1], "--out", str(tmp_path / "r2")]) == 2

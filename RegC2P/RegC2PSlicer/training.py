@@ -39,7 +39,7 @@ from RegC2PLib.data.studies import check_overlap, check_pet_suv, discover_studie
 from RegC2PLib.errors import InputError
 from RegC2PLib.model_file import read_config
 from RegC2PLib.progress import ProgressCallback, no_progress
-from RegC2PLib.training.config import TrainConfig
+from RegC2PLib.training.config import RESUME_OVERRIDES, TrainConfig
 from RegC2PLib.training.data_access import is_slice_layout
 from RegC2PLib.training.loop import StopRequest, TrainingStopped
 from RegC2PLib.training.runner import MODEL_FILE, RunOptions, open_run, train
@@ -51,8 +51,6 @@ from .volumes import check_scalar_volume, image_from_volume_node
 # The split gives validation and test one study each only from three studies on
 # (RegC2PLib.data.split.split_studies); with fewer, every study trains and nothing validates.
 MIN_STUDIES_WITH_VALIDATION = 3
-# TrainConfig fields the ``regc2p train --resume`` command line may change.
-RESUME_OVERRIDES = ("stage", "epochs", "refiner_epochs", "max_steps")
 ROLE_FILES = {"ct": "ct.nrrd", "pet": "pet.nrrd", "pet_aligned": "pet_aligned.nrrd"}
 PAIRS_FILE = "pairs.json"
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -316,7 +314,7 @@ class TrainingJob:
 
     @classmethod
     def open(cls, out: str | Path, overrides: Mapping[str, Any] | None = None, python: str | None = None) -> TrainingJob:
-        """An existing run folder, to continue; ``overrides`` may change stage, epochs, refiner_epochs, max_steps."""
+        """An existing run folder, to continue; ``overrides`` may change stage, epochs, refiner_epochs, max_steps, keep."""
         out = Path(out)
         if not (out / "run.json").is_file():
             raise InputError(f"{out} is not a RegC2P run folder (no run.json); start a new run instead")
@@ -331,7 +329,7 @@ class TrainingJob:
         return job
 
     def set_overrides(self, overrides: Mapping[str, Any]) -> None:
-        """Change stage, epochs, refiner_epochs or max_steps for the next :meth:`start` or :meth:`run`."""
+        """Change stage, epochs, refiner_epochs, max_steps or keep for the next :meth:`start` or :meth:`run`."""
         unknown = sorted(set(overrides) - set(RESUME_OVERRIDES))
         if unknown:
             raise InputError(f"a run can only change {', '.join(RESUME_OVERRIDES)} when continued, not {', '.join(unknown)}")

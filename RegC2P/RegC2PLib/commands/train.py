@@ -12,7 +12,16 @@ from ..config import PRESETS, ModelConfig, preset
 from ..errors import InputError
 from ..inference.device import DEVICE_CHOICES
 from ..model_file import read_config
-from ..training.config import ADVERSARIAL_LOSSES, LR_SCHEDULES, MODES, REFINER_TARGETS, STAGES, TrainConfig
+from ..training.config import (
+    ADVERSARIAL_LOSSES,
+    KEEP_CHOICES,
+    LR_SCHEDULES,
+    MODES,
+    REFINER_TARGETS,
+    STAGES,
+    TrainConfig,
+    resume_overrides,
+)
 from ..training.loop import StopRequest, TrainingStopped
 from ..training.runner import RunOptions, train
 from .progress_display import add_progress_option, progress_display
@@ -40,11 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--image-size", type=int, help="slice size M (default: the preset's)")
     p.add_argument("--mode", choices=MODES, default=_DEFAULTS.mode, help="regc2p (with R, default) or pix2pix (no R)")
-    # These four may also be given with --resume, to change a stored run's budget or stage.
+    # These five (RESUME_OVERRIDES) may also be given with --resume: a stored run's budget, stage, kept weights.
     p.add_argument("--stage", choices=STAGES, help="1: G+R+D; 2: refiner (with --resume, after stage 1); all (default)")
     p.add_argument("--epochs", type=int, help=f"stage-1 epochs (default {_DEFAULTS.epochs})")
     p.add_argument("--refiner-epochs", type=int, help=f"stage-2 epochs (default {_DEFAULTS.refiner_epochs})")
     p.add_argument("--max-steps", type=int, help="cap on steps per stage (default 0: no cap)")
+    p.add_argument(
+        "--keep",
+        choices=KEEP_CHOICES,
+        help="weights each stage keeps for stage 2 and the model file: best (lowest validation MAE, default) or last",
+    )
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="stage-1 slices per step (default 1)")
     p.add_argument("--refiner-batch-size", type=int, default=_DEFAULTS.refiner_batch_size, help="stage-2 windows per step")
     p.add_argument("--window", type=int, help="refiner window s (default: the preset's)")
@@ -91,16 +105,7 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, dict[s
         )
     if changes:
         model_cfg = model_cfg.with_changes(**changes)
-    overrides = {
-        key: value
-        for key, value in (
-            ("stage", args.stage),
-            ("epochs", args.epochs),
-            ("refiner_epochs", args.refiner_epochs),
-            ("max_steps", args.max_steps),
-        )
-        if value is not None
-    }
+    overrides = resume_overrides(args)
     train_cfg = TrainConfig(
         **overrides,
         mode=args.mode,

@@ -11,6 +11,14 @@ STAGES = ("1", "2", "all")
 REFINER_TARGETS = ("registered", "misaligned")
 ADVERSARIAL_LOSSES = ("image", "patch")
 LR_SCHEDULES = ("constant", "linear-decay")
+KEEP_CHOICES = ("best", "last")
+# The fields a continued (resumed) run may change: its budget, stage and kept weights.
+RESUME_OVERRIDES = ("stage", "epochs", "refiner_epochs", "max_steps", "keep")
+
+
+def resume_overrides(options: Any) -> dict[str, Any]:
+    """The :data:`RESUME_OVERRIDES` fields that ``options`` (parsed command-line options) sets, i.e. not None."""
+    return {key: getattr(options, key) for key in RESUME_OVERRIDES if getattr(options, key) is not None}
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,9 @@ class TrainConfig:
     ``lesion_fraction``: 0, or the share of each stage-1 epoch made of slices that show a
     lesion (studies with a lesion map), repeated to reach it — lesions are a tiny part of
     the pixels and L1 learns them last.
+    ``keep``: which weights of each stage the run keeps (stage 2 trains F on that G, and
+    the model file holds that G and F): ``best`` — the lowest validation MAE; ``last`` —
+    the final step, as RegGAN tests its last epoch (with a learning rate decayed to 0).
     ``max_steps`` caps each stage (0: no cap); ``checkpoint_every`` is in steps;
     validation runs at the end of every epoch and of the stage, and also every
     ``validate_every`` steps when that is not 0 (best checkpoints within long epochs).
@@ -65,6 +76,7 @@ class TrainConfig:
     device: str = "auto"
     init_from: str = ""
     lesion_fraction: float = 0.0
+    keep: str = "best"
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -73,6 +85,7 @@ class TrainConfig:
             ("refiner_target", REFINER_TARGETS),
             ("adversarial_loss", ADVERSARIAL_LOSSES),
             ("lr_schedule", LR_SCHEDULES),
+            ("keep", KEEP_CHOICES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")

@@ -248,9 +248,11 @@ def stage_seconds(checkpoint_dir: Path, stage: str) -> float:
     return float(load_checkpoint(path)["counters"].get("seconds", 0.0)) if path.exists() else 0.0
 
 
-def load_best_weights(checkpoint_dir: Path, stage: str) -> dict[str, dict[str, torch.Tensor]]:
-    """Module weights of the best validated step of ``stage`` (else its last checkpoint)."""
-    for name in (f"{stage}_best.pt", f"{stage}_last.pt"):
+def load_stage_weights(checkpoint_dir: Path, stage: str, keep: str) -> dict[str, dict[str, torch.Tensor]]:
+    """Module weights of ``stage``: its best validated step (else its last checkpoint) for
+    ``keep="best"``, its last checkpoint for ``keep="last"``."""
+    names = (f"{stage}_best.pt", f"{stage}_last.pt") if keep == "best" else (f"{stage}_last.pt",)
+    for name in names:
         if (checkpoint_dir / name).exists():
             return load_checkpoint(checkpoint_dir / name)["modules"]
     raise RegC2PError(f"no {stage} checkpoint in {checkpoint_dir}; train that stage first (--stage 1 or all)")

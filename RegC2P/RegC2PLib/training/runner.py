@@ -9,7 +9,7 @@ Run folder layout::
       metrics.jsonl       one JSON object per step (losses, lr) and per validation
       curves.png          losses and validation metrics
       init.safetensors    copy of the --init-from model whose G (and F) start the run
-      model.safetensors   G (best stage-1 validation) + F (best stage-2 validation)
+      model.safetensors   G + F of the kept steps (best validation, or the last with keep='last')
       STOP                create this file to stop the run cleanly (GUIs do)
 """
 
@@ -37,7 +37,7 @@ from ..progress import ProgressCallback, Stage, no_progress
 from .config import TrainConfig
 from .curves import plot_curves
 from .data_access import prepare_data
-from .loop import MetricsLog, StageSettings, StopRequest, load_best_weights, run_stage
+from .loop import MetricsLog, StageSettings, StopRequest, load_stage_weights, run_stage
 from .tasks import GanTask, RefinerTask
 from .validation import make_validator
 
@@ -97,8 +97,7 @@ def train(
             settings = _settings(train_cfg, train_cfg.epochs, train_cfg.batch_size)
             validator = make_validator(data.val_volumes, model_cfg, device, refine=False)
             run_stage(task, data.slices, settings, checkpoints, log, validator, stop, Stage(progress, *share["stage1"]))
-        generator, registration = _stage1_networks(model_cfg, checkpoints)
-        refiner = None
+        generator, registration = _stage1_networks(model_cfg, checkpoints, train_cfg.keep)
         if "stage2" in stages:
             if data.windows is None:
                 raise InputError("stage 2 needs whole volumes; a RegGAN/CPDM slice folder only supports --stage 1")
@@ -109,11 +108,10 @@ def train(
             settings = _settings(train_cfg, train_cfg.refiner_epochs, train_cfg.refiner_batch_size)
             validator = make_validator(data.val_volumes, model_cfg, device, refine=True)
             run_stage(task, data.windows, settings, checkpoints, log, validator, stop, Stage(progress, *share["stage2"]))
+        refiner = None
+        if (checkpoints / "stage2_last.pt").exists():
             refiner = Refiner(model_cfg.refiner)
-            refiner.load_state_dict(load_best_weights(checkpoints, "stage2")["refiner"])
-        elif (checkpoints / "stage2_last.pt").exists():
-            refiner = Refiner(model_cfg.refiner)
-            refiner.load_state_dict(load_best_weights(checkpoints, "stage2")["refiner"])
+            refiner.load_state_dict(load_stage_weights(checkpoints, "stage2", train_cfg.keep)["refiner"])
     finally:
         if log.path.exists():
             plot_curves(log.path, out / "curves.png")
@@ -206,8 +204,8 @@ def _settings(cfg: TrainConfig, epochs: int, batch_size: int) -> StageSettings:
     )
 
 
-def _stage1_networks(cfg: ModelConfig, checkpoints: Path) -> tuple[Generator, RegistrationNet | None]:
-    weights = load_best_weights(checkpoints, "stage1")
+def _stage1_networks(cfg: ModelConfig, checkpoints: Path, keep: str) -> tuple[Generator, RegistrationNet | None]:
+    weights = load_stage_weights(checkpoints, "stage1", keep)
     generator = Generator(cfg.generator)
     generator.load_state_dict(weights["generator"])
     registration = None

@@ -47,7 +47,7 @@ from RegC2PSlicer.volumes import add_volume_node  # noqa: E402
 try:  # torch: inside Slicer it comes from the PyTorch extension
     from RegC2PLib.config import PRESETS
     from RegC2PLib.inference.device import DEVICE_CHOICES
-    from RegC2PLib.training.config import MODES, STAGES
+    from RegC2PLib.training.config import KEEP_CHOICES, MODES, STAGES, resume_overrides
     from RegC2PLib.training.loop import StopRequest, TrainingStopped
     from RegC2PSlicer.training import TrainingJob, TrainingSettings
 except ImportError as exc:
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="stage-1 epochs")
     p.add_argument("--refiner-epochs", type=int, help="stage-2 epochs")
     p.add_argument("--max-steps", type=int, help="cap on steps per stage (0: none)")
+    p.add_argument("--keep", choices=KEEP_CHOICES, help="weights each stage keeps: best (validation, default) or last")
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
@@ -87,17 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _budget(args: argparse.Namespace) -> dict[str, object]:
-    pairs = (("stage", args.stage), ("epochs", args.epochs), ("refiner_epochs", args.refiner_epochs))
-    return {key: value for key, value in (*pairs, ("max_steps", args.max_steps)) if value is not None}
-
-
 def make_job(args: argparse.Namespace, scene: slicer.vtkMRMLScene) -> TrainingJob:
     """The training job the arguments ask for (a new run on --data or --pair, or --resume)."""
     if args.resume:
-        return TrainingJob.open(args.out, _budget(args))
-    mode_options = {"mode": args.mode, "refiner_target": "registered" if args.mode == "regc2p" else "misaligned"}
-    options = dict(**_budget(args), **mode_options, checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device)
+        return TrainingJob.open(args.out, resume_overrides(args))
+    target = "registered" if args.mode == "regc2p" else "misaligned"
+    run_options = {"checkpoint_every": args.checkpoint_every, "seed": args.seed, "device": args.device}
+    options = dict(**resume_overrides(args), mode=args.mode, refiner_target=target, **run_options)
     if args.init_from is not None:
         settings = TrainingSettings.fine_tuning(args.init_from, **options)
     else:
