@@ -10,13 +10,17 @@ import numpy as np
 import pytest
 
 from RegC2PLib.cli import main
+from RegC2PLib.commands import demo as demo_command
 from RegC2PLib.data.phantom_anatomy import Tissue
 from RegC2PLib.model_file import bundled_model_path, load_model
-from RegC2PLib.volume_io import read_image
+from RegC2PLib.volume_io import array_view, read_image
 
 
-def test_demo_writes_every_output(tmp_path: Path, small_model_file: Path) -> None:
+def test_demo_writes_every_output(tmp_path: Path, small_model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "demo"
+    drawn: list[list[int]] = []  # the figure's axial levels
+    draw = demo_command.fused_figure
+    monkeypatch.setattr(demo_command, "fused_figure", lambda *args, **kw: (drawn.append(args[3]), draw(*args, **kw)))
     assert (
         main(["demo", "--out", str(out), "--model", str(small_model_file), "--shape", "24", "48", "48", "--progress", "none"])
         == 0
@@ -28,6 +32,8 @@ def test_demo_writes_every_output(tmp_path: Path, small_model_file: Path) -> Non
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["paper"]["n_slices"] == 24 and metrics["suv"]["n_lesions"] >= 1
     assert (out / "fused.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lesions = array_view(read_image(out / "lesions.nii.gz"))
+    assert any(lesions[z].any() for z in drawn[0]) and drawn[0] == sorted(drawn[0], reverse=True)  # a lesion, head first
     with zipfile.ZipFile(out / "demo.mrb") as bundle:
         names = bundle.namelist()
     assert any(n.endswith(".mrml") for n in names) and sum(n.endswith(".nrrd") for n in names) == 3
@@ -50,7 +56,6 @@ def test_shipped_model_gives_a_recognisable_pet() -> None:
     """
     from RegC2PLib.data.phantom import PhantomConfig, generate_case
     from RegC2PLib.inference import translate_volume
-    from RegC2PLib.volume_io import array_view
 
     case = generate_case(PhantomConfig(), seed=99)
     pet = array_view(translate_volume(case.ct, load_model(bundled_model_path())))

@@ -2,7 +2,8 @@
 
 Writes into ``--out``: ``ct.nii.gz`` (HU), ``reference_pet.nii.gz`` (the phantom's
 aligned PET, SUV), ``lesions.nii.gz``, ``synthetic_pet.nii.gz`` (SUV, the CT's grid),
-``fused.png`` (axial and coronal, CT with a heat overlay, synthetic beside reference),
+``fused.png`` (axial slices through brain, heart, liver, kidneys, bladder and the most lesion
+area, and a coronal view; CT with a heat overlay, synthetic beside reference),
 ``metrics.json`` (paper-scale and SUV figures against the reference) and, where the
 ``slicer-core`` wheel (or Slicer) is present, ``demo.mrb`` — a scene that opens in
 Slicer with the synthetic PET fused over the CT.
@@ -33,7 +34,7 @@ from ..model_file import LoadedModel, bundled_model_path, load_model, new_model
 from ..volume_io import array_view, resample_onto, write_image
 from .progress_display import add_progress_option, progress_display
 
-# Organs whose largest axial cross-section gives the figure's axial levels.
+# Organs whose largest axial cross-section gives the figure's axial levels (plus one lesion level).
 LEVEL_ORGANS = (Tissue.BRAIN_GRAY, Tissue.MYOCARDIUM, Tissue.LIVER, Tissue.KIDNEY, Tissue.BLADDER)
 
 
@@ -79,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     for name, image in (("ct", case.ct), ("reference_pet", reference), ("lesions", case.lesions), ("synthetic_pet", pet)):
         write_image(image, args.out / f"{name}.nii.gz")
 
-    ct, synthetic, ref = array_view(case.ct), array_view(pet), array_view(reference)
-    scores = score_volume("demo", synthetic, ref, ct, model.config.intensity, array_view(case.lesions))
+    ct, synthetic, ref, lesions = (array_view(image) for image in (case.ct, pet, reference, case.lesions))
+    scores = score_volume("demo", synthetic, ref, ct, model.config.intensity, lesions)
     record = {
         "model": model_name,
         "seed": args.seed,
@@ -93,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     organs = array_view(case.organs)
     levels = [int(np.argmax((organs == organ).sum(axis=(1, 2)))) for organ in LEVEL_ORGANS]
+    if lesions.any():  # and the slice where lesions cover the most area, head to feet with the rest
+        levels = sorted({*levels, int(np.argmax((lesions > 0).sum(axis=(1, 2))))}, reverse=True)
     spacing_zyx = case.ct.GetSpacing()[::-1]
     fused_figure(ct, {"synthetic PET": synthetic, "reference PET": ref}, spacing_zyx, levels, args.out / "fused.png",
                  title=f"RegC2P demo — {model_name}, refine {args.refine}")  # fmt: skip
