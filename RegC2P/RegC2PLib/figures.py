@@ -60,9 +60,11 @@ def fused_figure(
     _overlay(axes[-1][0], ct[order, y, :], None, sz / sx, "CT coronal")
     for c, (name, pet) in enumerate(pets.items(), start=1):
         _overlay(axes[-1][c], ct[order, y, :], pet[order, y, :], sz / sx, f"{name} coronal")
+    top = 1.0
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        top -= 0.35 / fig.get_figheight()  # room for the title above the first row's titles
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, top))
     with atomic_path(out, ".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
