@@ -72,6 +72,10 @@ class CachedStudy:
     def n_valid(self) -> int:
         return self.valid[1] - self.valid[0]
 
+    def open_arrays(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The named cached volumes this study has (``ct``, ``lesions``, ...), memory-mapped, all slices."""
+        return {v: np.load(self.folder / f"{v}.npy", mmap_mode="r") for v in names if (self.folder / f"{v}.npy").exists()}
+
 
 def cache_key(study: Study, config: ModelConfig) -> str:
     """Hex digest over the model size, intensity config and the source files' path/size/mtime."""
@@ -206,9 +210,7 @@ class _OpenStudies:
     def get(self, study: CachedStudy) -> dict[str, np.ndarray]:
         arrays = self._open.get(study.folder)
         if arrays is None:
-            arrays = {
-                v: np.load(study.folder / f"{v}.npy", mmap_mode="r") for v in VOLUMES if (study.folder / f"{v}.npy").exists()
-            }
+            arrays = study.open_arrays(VOLUMES)
             self._open[study.folder] = arrays
             while len(self._open) > OPEN_STUDIES:
                 self._open.popitem(last=False)
@@ -297,10 +299,9 @@ class SliceDataset(_StudyDataset):
         """Indices of the samples whose slice shows a lesion (only studies with a lesion map count)."""
         found, start = [], 0
         for study, end in zip(self.studies, self._ends, strict=True):
-            path = study.folder / "lesions.npy"
-            if path.exists():
-                shown = np.load(path, mmap_mode="r")[study.valid[0] : study.valid[1]].any(axis=(1, 2))
-                found.append(start + np.flatnonzero(shown))
+            lesions = study.open_arrays(("lesions",)).get("lesions")
+            if lesions is not None:
+                found.append(start + np.flatnonzero(lesions[study.valid[0] : study.valid[1]].any(axis=(1, 2))))
             start = int(end)
         return np.concatenate(found) if found else np.empty(0, np.int64)
 

@@ -114,11 +114,7 @@ def prepare_data(
     volumes = []
     for study in val_cached:
         first, stop = study.valid
-        arrays = {
-            v: np.load(study.folder / f"{v}.npy", mmap_mode="r")
-            for v in ("ct", "pet", "pet_aligned", "lesions")
-            if (study.folder / f"{v}.npy").exists()
-        }
+        arrays = study.open_arrays(("ct", "pet", "pet_aligned", "lesions"))
         reference = arrays.get("pet_aligned", arrays["pet"])
         lesions = arrays["lesions"][first:stop] if "lesions" in arrays else None
         volumes.append(GridVolume(study.name, arrays["ct"][first:stop], reference[first:stop], lesions))
