@@ -25,12 +25,10 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from RegC2PLib.choices import DEVICE_CHOICES, REFINE_MODES
+from RegC2PLib.errors import one_line
 from RegC2PSlicer.output import DEFAULT_OPACITY, DEFAULT_PET_COLOR, DEFAULT_SUV_WINDOW, PET_COLORS
 
-# Same values as RegC2PLib.inference.REFINE_MODES / DEVICE_CHOICES (checked by Testing/test_ui_file.py);
-# repeated here because importing RegC2PLib.inference needs torch.
-REFINE_CHOICES = ("overlap", "non-overlap", "none")
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 POLL_INTERVAL_MS = 200
 
 #
@@ -89,7 +87,7 @@ class RegC2PParameterNode:
     outputVolume: vtkMRMLScalarVolumeNode
     modelFile: pathlib.Path
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
-    refine: Annotated[str, Choice(list(REFINE_CHOICES))] = "overlap"
+    refine: Annotated[str, Choice(list(REFINE_MODES))] = "overlap"
     window: Annotated[int, WithinRange(0, 512)] = 0
     stride: Annotated[int, WithinRange(0, 512)] = 0
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = DEFAULT_OPACITY
@@ -323,7 +321,7 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showError(self, title: str, exc: Exception) -> None:
         import traceback
 
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = one_line(exc)
         logging.error("%s: %s\n%s", title, reason, traceback.format_exc())
         slicer.util.errorDisplay(reason, windowTitle=title, detailedText=traceback.format_exc())
 

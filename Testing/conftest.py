@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from RegC2PLib.config import ModelConfig, preset
+from RegC2PLib.config import DiscriminatorConfig, GeneratorConfig, ModelConfig, RefinerConfig, RegistrationConfig, preset
 from RegC2PLib.model_file import LoadedModel, new_model, save_model
 
 # --------------------------------------------------------------------------- geometry
@@ -161,6 +161,23 @@ def small_config() -> ModelConfig:
     return preset("small")
 
 
+# Networks far narrower than ``small`` (about 6x faster per training step): for tests of
+# mechanics (resume, checkpoints, processes, data flow), not of learning.
+TINY = preset("small").with_changes(
+    image_size=64,
+    generator=GeneratorConfig(base_channels=8, n_downsampling=2, n_residual_blocks=2),
+    registration=RegistrationConfig((8, 16, 16), (16, 16, 8), bottleneck_channels=16, n_bottleneck_blocks=1),
+    discriminator=DiscriminatorConfig(base_channels=8, n_layers=2),
+    refiner=RefinerConfig(channels=(4, 8, 8), window=4, stride=2),
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> ModelConfig:
+    """A model config with tiny networks and 64 px slices (see ``TINY``)."""
+    return TINY
+
+
 @pytest.fixture(scope="session")
 def small_model(small_config: ModelConfig) -> LoadedModel:
     """An untrained ``small`` model whose refiner is not the identity.
@@ -196,6 +213,18 @@ def ct_file(tmp_path: Path, ct_image: sitk.Image) -> Path:
 
 
 # --------------------------------------------------------------------------- Slicer scene
+
+
+# Real, anonymised PET/CT beside the repository (read-only; absent on some machines).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real-data folder; the test is skipped with the reason when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not present at {SHARED_DATA}")
+    return SHARED_DATA
 
 
 @pytest.fixture

@@ -23,3 +23,11 @@ class DeviceError(RegC2PError):
 
 class CancelledError(RegC2PError):
     """The user cancelled a running job; nothing was written."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, else its type name (for one-line reports)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__

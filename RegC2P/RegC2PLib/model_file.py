@@ -26,11 +26,12 @@ from torch import nn
 
 from . import __version__
 from .atomic import atomic_path
+from .choices import MODEL_SUFFIX
 from .config import ModelConfig
-from .errors import ModelFileError
+from .errors import ModelFileError, one_line
 from .networks import Generator, Refiner
 
-SUFFIX = ".safetensors"
+SUFFIX = MODEL_SUFFIX
 _NETWORKS = ("generator", "refiner")
 # The trained default model shipped with the extension (source tree and installed module alike).
 BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / f"default{SUFFIX}"
@@ -142,7 +143,7 @@ def _open(path: Path) -> tuple[ModelConfig, dict[str, str]]:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path.name} is not a readable safetensors model file ({_first_line(exc)})") from exc
+        raise ModelFileError(f"{path.name} is not a readable safetensors model file ({one_line(exc)})") from exc
     if "regc2p_config" not in metadata:
         raise ModelFileError(f"{path.name} is a safetensors file but not a RegC2P model (no regc2p_config metadata)")
     return ModelConfig.from_json(metadata["regc2p_config"]), metadata
@@ -156,7 +157,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
         with safe_open(str(path), framework="pt") as f:
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path.name} is truncated or corrupt ({_first_line(exc)}); copy the model file again") from exc
+        raise ModelFileError(f"{path.name} is truncated or corrupt ({one_line(exc)}); copy the model file again") from exc
     has_refiner = any(k.startswith("refiner.") for k in tensors)
     model = new_model(config, with_refiner=has_refiner)
     # Architecture first (the more useful message for a file of another preset), then integrity.
@@ -189,8 +190,3 @@ def _load_state(net: nn.Module, name: str, tensors: Mapping[str, torch.Tensor], 
     if extra:
         raise ModelFileError(f"{filename} does not match its config: unexpected tensor {prefix}{extra[0]}")
     net.load_state_dict(found)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from RegC2PLib.errors import CancelledError, RegC2PError
+from RegC2PLib.errors import CancelledError, RegC2PError, one_line
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
 TORCH_REQUIREMENT = ">=2.2"
@@ -84,8 +84,7 @@ def ensure_dependencies(confirm: Confirm) -> None:
 
             slicer.util.pip_install(missing)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DependencyError(f"installing {', '.join(missing)} failed: {reason}") from exc
+        raise DependencyError(f"installing {', '.join(missing)} failed: {one_line(exc)}") from exc
     importlib.invalidate_caches()
     still = missing_requirements()
     if still:

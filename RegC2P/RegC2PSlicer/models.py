@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from RegC2PLib.atomic import atomic_path
+from RegC2PLib.choices import MODEL_SUFFIX
 from RegC2PLib.errors import InputError, ModelFileError
 
-# Same as RegC2PLib.model_file.SUFFIX; repeated so this module imports without torch.
-SUFFIX = ".safetensors"
+SUFFIX = MODEL_SUFFIX
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 DEFAULT_MODEL_NAME = "default" + SUFFIX
 DEVICE_LABELS = {"auto": "auto (best available)", "cpu": "CPU", "cuda": "CUDA (NVIDIA GPU)", "mps": "MPS (Apple GPU)"}

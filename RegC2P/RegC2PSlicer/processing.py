@@ -24,7 +24,7 @@ from pathlib import Path
 import SimpleITK as sitk
 import slicer
 
-from RegC2PLib.errors import InputError, RegC2PError
+from RegC2PLib.errors import InputError, RegC2PError, one_line
 from RegC2PLib.inference import REFINE_MODES, TranslationOptions, translate_volume
 from RegC2PLib.model_file import LoadedModel, file_sha256, load_model, read_config
 from RegC2PLib.progress import CancelToken, ProgressCallback, no_progress
@@ -229,8 +229,7 @@ class BackgroundTranslation:
         except Exception as exc:
             if self._snapshot is not None:
                 self._snapshot.restore()
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self._state = JobState("failed", self._state.fraction, "failed", error=reason, details=details)
+            self._state = JobState("failed", self._state.fraction, "failed", error=one_line(exc), details=details)
         finally:
             self._cleanup()
 

@@ -18,9 +18,9 @@ import contextlib
 
 import torch
 
+from ..choices import PRECISIONS
 from ..errors import InputError
 
-PRECISIONS = ("float32", "bfloat16")
 # What an optimisation may change, at most, to be used by default (vs float32).
 TOLERANCE_MAE_PAPER = 1.0
 TOLERANCE_MAX_SUV = 0.1

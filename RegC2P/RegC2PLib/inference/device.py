@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..choices import DEVICE_CHOICES
 from ..errors import DeviceError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def available_devices() -> dict[str, str | None]:

@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..choices import PRECISIONS, REFINE_MODES
 from ..config import ModelConfig
 from ..errors import InputError
 from ..intensity import ct_to_network, network_to_pet
@@ -32,11 +33,10 @@ from ..model_file import LoadedModel
 from ..progress import CancelToken, ProgressCallback, Stage, no_progress
 from ..slice_grid import SliceGrid
 from ..volume_io import AxialOrder, array_view, check_ct, image_like
-from .acceleration import PRECISIONS, compute_precision, resolve_precision
+from .acceleration import compute_precision, resolve_precision
 from .device import resolve_device
 from .windows import WindowPlan, refine_windows
 
-REFINE_MODES = ("overlap", "non-overlap", "none")
 # Share of the progress bar each step gets (translation dominates the run time).
 _TRANSLATE, _REFINE = 0.75, 0.95
 

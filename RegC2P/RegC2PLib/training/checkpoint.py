@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
-from ..errors import RegC2PError
+from ..errors import RegC2PError, one_line
 
 
 def rng_state() -> dict[str, Any]:
@@ -57,5 +57,4 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RegC2PError(f"cannot read checkpoint {path} ({reason}); delete it to restart that stage") from exc
+        raise RegC2PError(f"cannot read checkpoint {path} ({one_line(exc)}); delete it to restart that stage") from exc

@@ -31,6 +31,7 @@ if str(MODULE_DIR) not in sys.path:
 
 import slicer  # noqa: E402
 
+from RegC2PLib.choices import DEVICE_CHOICES, REFINE_MODES  # noqa: E402
 from RegC2PLib.errors import InputError, RegC2PError  # noqa: E402
 from RegC2PLib.volume_io import WRITABLE_SUFFIXES, check_output_path, read_image, write_image  # noqa: E402
 from RegC2PSlicer.headless import HeadlessScene  # noqa: E402
@@ -57,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="PET file (one CT) or folder (folder of CTs), SUV")
     p.add_argument("--scene", type=Path, help="also save a Slicer scene: .mrb file (one CT) or folder (folder of CTs)")
     p.add_argument("--model", type=Path, help="RegC2P model file (default: the bundled model, else the user's first)")
-    p.add_argument("--refine", choices=("overlap", "non-overlap", "none"), default="overlap", help="3D refinement")
+    p.add_argument("--refine", choices=REFINE_MODES, default="overlap", help="3D refinement")
     p.add_argument("--window", type=int, help="slices per refiner window s (default: the model's)")
     p.add_argument("--stride", type=int, help="window offset k (default: the model's)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="compute device")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
     p.add_argument("--batch-size", type=int, default=8, help="slices per generator pass")
     p.add_argument("--opacity", type=float, default=DEFAULT_OPACITY, help="fusion opacity saved in the scene")
     p.add_argument("--color", choices=PET_COLORS, default=DEFAULT_PET_COLOR, help="PET colour table")
