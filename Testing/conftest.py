@@ -179,6 +179,14 @@ def tiny_config() -> ModelConfig:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained ``TINY`` model file: ``regc2p train --init-from`` it to train tiny networks from the command line."""
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_model(path, new_model(TINY, seed=0))
+    return path
+
+
+@pytest.fixture(scope="session")
 def small_model(small_config: ModelConfig) -> LoadedModel:
     """An untrained ``small`` model whose refiner is not the identity.
 

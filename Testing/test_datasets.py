@@ -13,8 +13,10 @@ import SimpleITK as sitk
 import torch
 
 from RegC2PLib.config import preset
+from RegC2PLib.data.cache import cache_key, prepare_studies
+from RegC2PLib.data.datasets import SliceDataset, WindowDataset
+from RegC2PLib.data.npy_layout import NpySliceDataset
 from RegC2PLib.data.phantom import PhantomConfig, write_dataset
-from RegC2PLib.data.samples import NpySliceDataset, SliceDataset, WindowDataset, cache_key, loader_speed, prepare_studies
 from RegC2PLib.data.split import read_manifest, select, split_studies, write_manifest
 from RegC2PLib.data.studies import Study, discover_studies, load_study, skipped_summary
 from RegC2PLib.errors import InputError
@@ -283,12 +285,6 @@ def test_window_dataset_stacks_consecutive_slices(phantoms, cache) -> None:
         match=r"no slice windows to train on: case_0000 skipped \(only 24 usable slices, fewer than the refiner window of 30\)",
     ):
         WindowDataset(slices.studies[:2], CONFIG, window=30)
-
-
-def test_loader_speed_is_measured(phantoms, cache) -> None:
-    studies, _ = discover_studies(phantoms)
-    data = SliceDataset(studies, CONFIG, cache)
-    assert loader_speed(data, batch_size=8, workers=0, max_batches=5) > 0
 
 
 def test_no_usable_studies_is_an_error(tmp_path) -> None:

@@ -83,19 +83,18 @@ def train_runs(args: argparse.Namespace, data: Path) -> dict[str, Path]:
             max_steps=args.steps,
             batch_size=args.batch_size,
             checkpoint_every=250,
-            refiner_target="registered" if mode == "regc2p" else "misaligned",
             lr_schedule="linear-decay",
             seed=args.seed,
             device=args.device,
         )
         report = _reporter(mode)
         started = time.monotonic()
-        runs[mode] = train(
-            RunOptions(data, out, model, cfg, (out / "run.json").exists(), " ".join(sys.argv)), report, notify=print
-        )
+        resume = (out / "run.json").exists()
+        options = RunOptions(out, resume=True) if resume else RunOptions(out, data, model, cfg, command=" ".join(sys.argv))
+        runs[mode] = train(options, report, notify=print)
         if mode == "regc2p":
             stage2 = {"stage": "2", "max_steps": args.refiner_steps}
-            runs[mode] = train(RunOptions(data, out, model, cfg, True, " ".join(sys.argv), stage2), report, notify=print)
+            runs[mode] = train(RunOptions(out, resume=True, resume_overrides=stage2), report, notify=print)
         print(f"{mode}: {(time.monotonic() - started) / 60:.1f} min", flush=True)
     return runs
 

@@ -25,7 +25,7 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """CycleGAN-style ResNet generator G (DESIGN.md §2)."""
+    """CycleGAN-style ResNet generator G (docs/method.md §2)."""
 
     base_channels: int = 64
     n_downsampling: int = 2
@@ -134,6 +134,15 @@ class ModelConfig:
             raise ValueError("refiner stride must be between 1 and the window length")
         if self.format_version != FORMAT_VERSION:
             raise ValueError(f"format version {self.format_version} is not supported (expected {FORMAT_VERSION})")
+
+
+def model_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
+    """``"<field> <a's value>, not <b's>"`` for each top-level field where ``a`` and ``b`` differ (for messages)."""
+    return [
+        f"{f.name} {getattr(a, f.name)}, not {getattr(b, f.name)}"
+        for f in dataclasses.fields(a)
+        if getattr(a, f.name) != getattr(b, f.name)
+    ]
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import IntensityConfig
-from .data.samples import MIN_COVERAGE
-from .data.studies import Study, load_study
+from .data.studies import MIN_COVERAGE, Study, load_study
 from .inference import TranslationOptions, translate_volume
 from .intensity import pet_to_network
 from .metrics import PaperMetrics, SuvMetrics, body_mask, paper_metrics, suv_metrics
@@ -84,7 +83,7 @@ def summarize(scores: Sequence[VolumeScores]) -> dict[str, float]:
     }
 
 
-def format_table(rows: dict[str, dict[str, float]], with_paper: bool = False) -> str:
+def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A Markdown table in the paper's format plus the physical figures."""
     lines = [
         "| model | MAE ↓ | SSIM ↑ | PSNR ↑ | SUV MAE body ↓ | SUV bias body | lesion SUVmax err ↓ | inter-slice ↓ |",
@@ -95,9 +94,6 @@ def format_table(rows: dict[str, dict[str, float]], with_paper: bool = False) ->
             f"| {name} | {r['mae']:.2f} | {r['ssim']:.4f} | {r['psnr']:.2f} | {r['suv_mae_body']:.3f} | "
             f"{r['suv_bias_body']:+.3f} | {r['lesion_suvmax_error']:.2f} | {r['interslice']:.4f} |"
         )
-    if with_paper:
-        for name, (mae, ssim, psnr) in PAPER_TABLE.items():
-            lines.append(f"| paper: {name} | {mae:.2f} | {ssim:.4f} | {psnr:.2f} | – | – | – | – |")
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """Metrics: the paper's Table 1 ("paper scale") and the physical figures a clinic needs.
 
-Paper scale (DESIGN.md §3): PET on [0, 1] (the group's stored value / 32767, here
+Paper scale (docs/method.md §3): PET on [0, 1] (the group's stored value / 32767, here
 ``(x + 1) / 2`` of the network scale); per 2D slice, no body mask,
 ``MAE = 32767·mean|pred − gt|``, SSIM and PSNR as scikit-image computes them with
 ``data_range = 1`` (7×7 uniform window, sample covariance, K1 = 0.01, K2 = 0.03,
@@ -15,13 +15,15 @@ refiner exists to lower.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+
+from .intensity import network_to_paper_scale
 
 PAPER_MAE_SCALE = 32767.0
 SSIM_WINDOW = 7
@@ -69,8 +71,8 @@ class PaperMetrics:
 
 def paper_metrics(pred: np.ndarray, gt: np.ndarray) -> PaperMetrics:
     """Paper-scale metrics for network-scale [-1, 1] volumes (z, y, x)."""
-    p = (np.asarray(pred, dtype=np.float64) + 1.0) * 0.5
-    g = (np.asarray(gt, dtype=np.float64) + 1.0) * 0.5
+    p = network_to_paper_scale(np.asarray(pred, dtype=np.float64))
+    g = network_to_paper_scale(np.asarray(gt, dtype=np.float64))
     mae = PAPER_MAE_SCALE * np.abs(p - g).mean(axis=(1, 2))
     psnr = psnr_slices(p, g)
     finite = np.isfinite(psnr)
@@ -138,7 +140,3 @@ def _lesion_suvmax_errors(pred: np.ndarray, gt: np.ndarray, lesions: np.ndarray 
     pred_max = ndimage.maximum(pred, lesions, labels)
     gt_max = ndimage.maximum(gt, lesions, labels)
     return np.asarray(pred_max) - np.asarray(gt_max)
-
-
-def as_dict(metrics: PaperMetrics | SuvMetrics) -> dict[str, float | int]:
-    return asdict(metrics)

@@ -37,7 +37,7 @@ class CancelToken:
             raise CancelledError("cancelled by the user; no output was written")
 
 
-class Stage:
+class ProgressRange:
     """Maps the progress of one step onto the ``[start, end]`` part of the whole job."""
 
     def __init__(self, callback: ProgressCallback, start: float, end: float) -> None:

@@ -24,8 +24,9 @@ from pathlib import Path
 import SimpleITK as sitk
 import slicer
 
+from RegC2PLib.choices import REFINE_MODES
 from RegC2PLib.errors import InputError, RegC2PError, one_line
-from RegC2PLib.inference import REFINE_MODES, TranslationOptions, translate_volume
+from RegC2PLib.inference import TranslationOptions, translate_volume
 from RegC2PLib.model_file import LoadedModel, file_sha256, load_model, read_config
 from RegC2PLib.progress import CancelToken, ProgressCallback, no_progress
 from RegC2PLib.volume_io import check_ct
@@ -167,7 +168,7 @@ class BackgroundTranslation:
         self.settings.check()
         self._model_path = resolve_model_path(self.settings.model)
         config = read_config(self._model_path)  # a one-line error now for a missing or foreign file
-        self.settings.options().window_and_stride(config)
+        self.settings.options().validate(config)
         ct = image_from_volume_node(self.ct_node)
         check_ct(ct)
         self._model_sha256 = file_sha256(self._model_path)

@@ -336,7 +336,7 @@ class TrainingJob:
         self.overrides.update(overrides)
 
     def _open(self, data: Path, settings: TrainingSettings, command: str) -> None:
-        open_run(RunOptions(data, self.out, settings.model, settings.train, command=command))
+        open_run(RunOptions(self.out, data, settings.model, settings.train, command=command))
 
     # ----------------------------------------------------------------- results
 
@@ -367,8 +367,7 @@ class TrainingJob:
         """
         if self.running:
             raise InputError(f"run {self.out} is already training in the background")
-        # On resume the configs come from run.json; the two given here are not used.
-        options = RunOptions(None, self.out, preset("small"), TrainConfig(), resume=True, resume_overrides=self.overrides)
+        options = RunOptions(self.out, resume=True, resume_overrides=self.overrides)
         try:
             model = train(options, progress or no_progress, stop, notify or (lambda message: None))
         except TrainingStopped as exc:

@@ -28,10 +28,10 @@ from ..data.phantom_anatomy import Tissue
 from ..errors import InputError
 from ..evaluation import format_table, score_volume, summarize
 from ..figures import fused_figure
-from ..inference import REFINE_MODES, TranslationOptions, translate_volume
-from ..inference.device import DEVICE_CHOICES
+from ..inference import TranslationOptions, translate_volume
 from ..model_file import LoadedModel, bundled_model_path, load_model, new_model
 from ..volume_io import array_view, resample_onto, write_image
+from .options import add_config_options, given_options
 from .progress_display import add_progress_option, progress_display
 
 # Organs whose largest axial cross-section gives the figure's axial levels (plus one lesion level).
@@ -48,8 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="model file (default: the bundled default model)")
     p.add_argument("--seed", type=int, default=2024, help="phantom seed (default: 2024)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="phantom voxels (default: 96 128 128)")
-    p.add_argument("--refine", choices=REFINE_MODES, default="overlap")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    add_config_options(p, TranslationOptions)
     add_progress_option(p)
     p.set_defaults(func=run)
 
@@ -72,10 +71,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.out} is a file; give a folder for the demo outputs")
     args.out.mkdir(parents=True, exist_ok=True)
     model, model_name = _model(args.model)
+    options = TranslationOptions(**given_options(args, TranslationOptions))
+    options.validate(model.config)
     case = generate_case(PhantomConfig(shape=tuple(args.shape)) if args.shape else PhantomConfig(), args.seed)
     reference = resample_onto(case.pet_aligned, case.ct)
     with progress_display(args.progress, "demo") as progress:
-        pet = translate_volume(case.ct, model, TranslationOptions(refine=args.refine, device=args.device), progress)
+        pet = translate_volume(case.ct, model, options, progress)
 
     for name, image in (("ct", case.ct), ("reference_pet", reference), ("lesions", case.lesions), ("synthetic_pet", pet)):
         write_image(image, args.out / f"{name}.nii.gz")
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     record = {
         "model": model_name,
         "seed": args.seed,
-        "refine": args.refine,
+        "refine": options.refine,
         "paper": asdict(scores.paper),
         "suv": asdict(scores.suv),
     }
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         levels = sorted({*levels, int(np.argmax((lesions > 0).sum(axis=(1, 2))))}, reverse=True)
     spacing_zyx = case.ct.GetSpacing()[::-1]
     fused_figure(ct, {"synthetic PET": synthetic, "reference PET": ref}, spacing_zyx, levels, args.out / "fused.png",
-                 title=f"RegC2P demo — {model_name}, refine {args.refine}")  # fmt: skip
+                 title=f"RegC2P demo — {model_name}, refine {options.refine}")  # fmt: skip
 
     scene_note = _write_scene(case.ct, pet, reference, args.out / "demo.mrb")
     print(format_table({"synthetic vs reference": summarize([scores])}))

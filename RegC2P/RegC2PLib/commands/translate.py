@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..inference import REFINE_MODES, TranslationOptions, translate_volume
-from ..inference.acceleration import PRECISIONS
-from ..inference.device import DEVICE_CHOICES
+from ..inference import TranslationOptions, translate_volume
 from ..model_file import load_model, require_bundled_model
 from ..volume_io import check_ct, check_output_path, read_image, write_image
+from .options import add_config_options, given_options
 from .progress_display import add_progress_option, progress_display
 
 
@@ -25,18 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ct", required=True, type=Path, help="CT volume file or DICOM series folder, in HU")
     p.add_argument("--model", type=Path, help="RegC2P model file (.safetensors; default: the bundled default model)")
     p.add_argument("--out", required=True, type=Path, help="output PET file (.nii.gz, .nrrd, .mha, ...), written atomically")
-    p.add_argument("--refine", choices=REFINE_MODES, default="overlap", help="3D refinement (default: overlap)")
-    p.add_argument("--window", type=int, help="slices per refiner window s (default: the model's)")
-    p.add_argument("--stride", type=int, help="window offset k (default: the model's; non-overlap uses k = s)")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto)")
-    p.add_argument("--batch-size", type=int, default=8, help="slices per generator pass (default: 8)")
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="float32",
-        help="float32 (default) or bfloat16 (autocast: faster on GPUs and CPUs with native bfloat16, "
-        "but up to about 0.5 SUV from float32; for quick previews)",
-    )
+    add_config_options(p, TranslationOptions)
     add_progress_option(p)
     p.set_defaults(func=run)
 
@@ -45,11 +33,11 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_path(args.out)
     if args.ct.exists() and out.exists() and out.resolve() == args.ct.resolve():
         raise InputError("--out is the input CT; choose another output file (inputs are never overwritten)")
-    options = TranslationOptions(args.refine, args.window, args.stride, args.device, args.batch_size, args.precision)
+    options = TranslationOptions(**given_options(args, TranslationOptions))
     ct = read_image(args.ct)
     check_ct(ct)
     model = load_model(args.model or require_bundled_model())
-    options.window_and_stride(model.config)  # refuse bad refinement options before any work
+    options.validate(model.config)  # refuse bad refinement options before any work
     with progress_display(args.progress, "translate") as progress:
         pet = translate_volume(ct, model, options, progress)
     write_image(pet, out)

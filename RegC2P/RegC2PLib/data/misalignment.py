@@ -8,7 +8,7 @@ aligned activity it shows:
   spleen and lung bases sit higher or lower (default: up to 10 mm, mostly higher, as
   at expiration) and the ribcage is narrower. The shift is largest at the diaphragm,
   fades towards the lung apex and the pelvis, and spares the spine.
-* **RegGAN's random affine** of noise level ``L`` (DESIGN.md §2): rotation ±L degrees,
+* **RegGAN's random affine** of noise level ``L`` (docs/method.md §2): rotation ±L degrees,
   translation ±2·L % of the field of view, scale 1 ± 2·L %. RegGAN draws it per 2D slice;
   here it is drawn **once per volume** and applied in-plane to every slice (a rigid
   patient movement between the two scans), so the misaligned PET stays a coherent 3D

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,6 @@ BODY_LENGTH_MM = 940.0  # vertex to upper thigh: the default field of view along
 BODY_WIDTH_MM = 520.0  # default in-plane field of view
 TOP_MARGIN_MM = 10.0
 SUV_CAP = 40.0  # bladder and renal pelvis are clipped here
-CASE_FILES = ("ct.nii.gz", "pet.nii.gz", "pet_aligned.nii.gz", "lesions.nii.gz", "organs.nii.gz", "phantom.json")
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,6 @@ class PhantomCase:
     plan: BodyPlan
     values: TissueValues
     config: PhantomConfig
-    info: dict[str, object] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, object]:
         """JSON-ready description: seed, config, lesions, misalignment, tissue values."""

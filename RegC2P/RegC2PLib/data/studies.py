@@ -35,6 +35,7 @@ from .dicom_suv import read_ct_hu, read_pet_suv
 ROLES = ("ct", "pet", "pet_aligned", "lesions")
 REQUIRED = ("ct", "pet")
 SUV_PLAUSIBLE_MAX = 500.0  # above this a "SUV" PET is almost surely Bq/ml
+MIN_COVERAGE = 0.5  # a CT slice is used (trained on, scored) when at least half of it lies in the PET field of view
 
 
 @dataclass(frozen=True)

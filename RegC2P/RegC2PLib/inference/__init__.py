@@ -1,11 +1,10 @@
 """Inference: translate a CT volume into a synthetic PET volume with G and F."""
 
 from .device import available_devices, resolve_device
-from .translate import REFINE_MODES, TranslationOptions, translate_volume
+from .translate import TranslationOptions, translate_volume
 from .windows import WindowPlan, refine_windows
 
 __all__ = [
-    "REFINE_MODES",
     "TranslationOptions",
     "WindowPlan",
     "available_devices",

@@ -19,18 +19,18 @@ opt-in (``precision``, see :mod:`.acceleration`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..choices import PRECISIONS, REFINE_MODES
+from ..choices import DEVICE_CHOICES, PRECISIONS, REFINE_MODES
 from ..config import ModelConfig
 from ..errors import InputError
 from ..intensity import ct_to_network, network_to_pet
 from ..model_file import LoadedModel
-from ..progress import CancelToken, ProgressCallback, Stage, no_progress
+from ..progress import CancelToken, ProgressCallback, ProgressRange, no_progress
 from ..slice_grid import SliceGrid
 from ..volume_io import AxialOrder, array_view, check_ct, image_like
 from .acceleration import compute_precision, resolve_precision
@@ -43,31 +43,40 @@ _TRANSLATE, _REFINE = 0.75, 0.95
 
 @dataclass(frozen=True)
 class TranslationOptions:
-    """How to run a translation.
+    """How to run a translation (the ``translate``, ``evaluate`` and ``demo`` options and the Slicer panel's).
 
-    ``refine``: ``overlap`` (stride < window, overlapping outputs averaged),
-    ``non-overlap`` (stride = window) or ``none`` (stacked G outputs only).
-    ``window``/``stride`` default to the model's trained values; ``batch_size`` is the
-    number of slices per G pass (F runs ``max(1, batch_size // 2)`` windows per pass).
-    ``precision``: ``float32`` (default) or ``bfloat16`` (autocast: faster, but outside the
-    project's tolerance of float32 — about 100 paper MAE units on a phantom; previews only,
-    see :mod:`.acceleration`).
+    ``batch_size`` is the number of slices per G pass (F runs ``max(1, batch_size // 2)``
+    windows per pass). ``precision`` ``bfloat16`` (autocast) is faster but outside the
+    project's tolerance of float32 (see :mod:`.acceleration`).
     """
 
-    refine: str = "overlap"
-    window: int | None = None
-    stride: int | None = None
-    device: str = "auto"
-    batch_size: int = 8
-    precision: str = "float32"
+    refine: str = field(
+        default="overlap",
+        metadata={"help": "3D refinement: overlap (stride < window, averaged), non-overlap or none", "choices": REFINE_MODES},
+    )
+    window: int | None = field(default=None, metadata={"help": "slices per refiner window s (default: the model's)", "type": int})
+    stride: int | None = field(
+        default=None, metadata={"help": "window offset k (default: the model's; non-overlap uses k = s)", "type": int}
+    )
+    device: str = field(default="auto", metadata={"help": "compute device", "choices": DEVICE_CHOICES})
+    batch_size: int = field(default=8, metadata={"help": "slices per generator pass"})
+    precision: str = field(
+        default="float32",
+        metadata={
+            "help": "float32, or bfloat16 (autocast: faster on GPUs and CPUs with native bfloat16, but up to about "
+            "0.5 SUV from float32; for quick previews)",
+            "choices": PRECISIONS,
+        },
+    )
 
     @property
     def windows_per_batch(self) -> int:
         """Refiner windows per forward pass."""
         return max(1, self.batch_size // 2)
 
-    def window_and_stride(self, config: ModelConfig) -> tuple[int, int]:
-        """Validated (s, k) for a model of ``config``; raises :class:`InputError` on a bad combination."""
+    def validate(self, config: ModelConfig) -> tuple[int, int]:
+        """Check every option against a model of ``config`` (one-line :class:`InputError`);
+        returns the refiner window and stride (s, k) to use."""
         if self.refine not in REFINE_MODES:
             raise InputError(f"unknown refinement {self.refine!r}; choose one of {', '.join(REFINE_MODES)}")
         if self.batch_size < 1:
@@ -97,7 +106,7 @@ def translate_volume(
     """Translate a CT (HU) into a synthetic PET (float32 SUV) on exactly the CT's grid."""
     progress = progress or no_progress
     check_ct(ct)
-    window, stride = options.window_and_stride(model.config)
+    window, stride = options.validate(model.config)
     if options.refine != "none" and model.refiner is None:
         raise InputError("this model file has no refiner; use refine 'none' or a model trained with stage 2")
     device = resolve_device(options.device)
@@ -113,13 +122,12 @@ def translate_volume(
     cfg = model.config.intensity
 
     with torch.inference_mode(), compute_precision(device, dtype):
-        stack = _translate_slices(hu, grid, model, device, options.batch_size, Stage(progress, 0.0, _TRANSLATE), cancel)
+        stack = _translate_slices(hu, grid, model, device, options.batch_size, ProgressRange(progress, 0.0, _TRANSLATE), cancel)
         if options.refine != "none":
             assert model.refiner is not None
             plan = WindowPlan(stack.shape[0], window, stride)
-            stack = refine_windows(
-                stack, model.refiner, plan, device, options.windows_per_batch, Stage(progress, _TRANSLATE, _REFINE), cancel
-            )
+            part = ProgressRange(progress, _TRANSLATE, _REFINE)
+            stack = refine_windows(stack, model.refiner, plan, device, options.windows_per_batch, part, cancel)
         stored = np.empty(array_view(ct).shape, dtype=np.float32)
         suv = order.view(stored)
         for first in range(0, hu.shape[0], options.batch_size):

@@ -20,7 +20,9 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..config import ModelConfig
-from ..data.samples import NpySliceDataset, SliceDataset, WindowDataset, prepare_studies
+from ..data.cache import prepare_studies
+from ..data.datasets import SliceDataset, WindowDataset
+from ..data.npy_layout import NpySliceDataset
 from ..data.split import read_manifest, select, split_studies, write_manifest
 from ..data.studies import discover_studies, skipped_summary
 from ..errors import InputError

@@ -28,16 +28,16 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
-from ..config import ModelConfig
+from ..config import ModelConfig, model_differences
 from ..errors import InputError
 from ..inference.device import resolve_device
 from ..model_file import LoadedModel, load_model, save_model
 from ..networks import Generator, Refiner, RegistrationNet
-from ..progress import ProgressCallback, Stage, no_progress
-from .config import TrainConfig
+from ..progress import ProgressCallback, ProgressRange, no_progress
+from .config import RESUME_OVERRIDES, TrainConfig
 from .curves import plot_curves
 from .data_access import prepare_data
-from .loop import MetricsLog, StageSettings, StopRequest, load_stage_weights, run_stage
+from .loop import MetricsLog, StopRequest, load_stage_weights, run_stage
 from .tasks import GanTask, RefinerTask
 from .validation import make_validator
 
@@ -47,17 +47,18 @@ INIT_FILE = "init.safetensors"
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What ``regc2p train`` and the RegC2PTraining module ask for.
+    """What ``regc2p train``, the batch script and the RegC2PTraining module ask for.
 
-    On ``resume`` the model and training config come from ``out/run.json``; only the
-    fields named in ``resume_overrides`` (e.g. ``max_steps``, ``stage``) are replaced,
-    and each resume is appended to the ``resumes`` list of ``run.json``.
+    A new run needs ``data``, ``model`` and ``train``; on ``resume`` all three come from
+    ``out/run.json`` (leave them ``None``) and only the fields in ``resume_overrides`` —
+    a subset of :data:`~.config.RESUME_OVERRIDES` — change; each resume is listed in the
+    ``resumes`` of ``run.json``.
     """
 
-    data: Path | None
     out: Path
-    model: ModelConfig
-    train: TrainConfig
+    data: Path | None = None
+    model: ModelConfig | None = None
+    train: TrainConfig | None = None
     resume: bool = False
     command: str = ""
     resume_overrides: dict[str, Any] = field(default_factory=dict)
@@ -79,7 +80,7 @@ def train(
     stop = stop or StopRequest(out / "STOP")
     _seed_everything(train_cfg)
     device = resolve_device(train_cfg.device)
-    stages = ("stage1", "stage2") if train_cfg.stage == "all" else ("stage1",) if train_cfg.stage == "1" else ("stage2",)
+    stages = train_cfg.stages()
     data = prepare_data(data_root, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
     notify(data.summary)
     log = MetricsLog(out / "metrics.jsonl")
@@ -94,9 +95,8 @@ def train(
             task = GanTask(model_cfg, train_cfg, device)
             if init is not None:  # a resumed stage then loads its checkpoint over these
                 task.generator.load_state_dict(init.generator.state_dict())
-            settings = _settings(train_cfg, train_cfg.epochs, train_cfg.batch_size)
             validator = make_validator(data.val_volumes, model_cfg, device, refine=False)
-            run_stage(task, data.slices, settings, checkpoints, log, validator, stop, Stage(progress, *share["stage1"]))
+            run_stage(task, data.slices, train_cfg, checkpoints, log, validator, stop, ProgressRange(progress, *share["stage1"]))
         generator, registration = _stage1_networks(model_cfg, checkpoints, train_cfg.keep)
         if "stage2" in stages:
             if data.windows is None:
@@ -105,9 +105,8 @@ def train(
             task = RefinerTask(model_cfg, train_cfg, device, generator, registration)
             if init is not None and init.refiner is not None:
                 task.refiner.load_state_dict(init.refiner.state_dict())
-            settings = _settings(train_cfg, train_cfg.refiner_epochs, train_cfg.refiner_batch_size)
             validator = make_validator(data.val_volumes, model_cfg, device, refine=True)
-            run_stage(task, data.windows, settings, checkpoints, log, validator, stop, Stage(progress, *share["stage2"]))
+            run_stage(task, data.windows, train_cfg, checkpoints, log, validator, stop, ProgressRange(progress, *share["stage2"]))
         refiner = None
         if (checkpoints / "stage2_last.pt").exists():
             refiner = Refiner(model_cfg.refiner)
@@ -130,6 +129,9 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
     folder, so a resume does not depend on the original file.
     """
     out, run_file = options.out, options.out / "run.json"
+    unknown = sorted(set(options.resume_overrides) - set(RESUME_OVERRIDES))
+    if unknown:
+        raise InputError(f"a continued run can only change {', '.join(RESUME_OVERRIDES)}, not {', '.join(unknown)}")
     if options.resume:
         if not run_file.is_file():
             raise InputError(f"{out} is not a RegC2P run folder (no run.json); start a new run without --resume")
@@ -143,6 +145,8 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
         return model_cfg, train_cfg, Path(saved["data"])
     if options.data is None:
         raise InputError("--data is required for a new run; give a dataset folder")
+    if options.model is None or options.train is None:
+        raise InputError("a new run needs its model and training configuration")
     if not options.data.is_dir():
         raise InputError(f"dataset folder {options.data} does not exist")
     if out.exists() and any(out.iterdir()):
@@ -172,9 +176,9 @@ def _check_init(path: str, model: ModelConfig) -> LoadedModel | None:
         return None
     init = load_model(path)
     if init.config != model:
+        differences = "; ".join(model_differences(init.config, model))
         raise InputError(
-            f"--init-from {Path(path).name} holds a {init.config.preset} network of {init.config.image_size} px slices, "
-            f"not the {model.preset} network of {model.image_size} px this run asks for; "
+            f"--init-from {Path(path).name} holds other networks than this run asks for: {differences}; "
             "leave out --preset/--image-size/--window/--stride to use the model's own"
         )
     return init
@@ -188,20 +192,6 @@ def _seed_everything(cfg: TrainConfig) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-
-
-def _settings(cfg: TrainConfig, epochs: int, batch_size: int) -> StageSettings:
-    return StageSettings(
-        epochs=epochs,
-        batch_size=batch_size,
-        max_steps=cfg.max_steps,
-        lr_schedule=cfg.lr_schedule,
-        decay_start=cfg.decay_start,
-        checkpoint_every=cfg.checkpoint_every,
-        validate_every=cfg.validate_every,
-        seed=cfg.seed,
-        num_workers=cfg.num_workers,
-    )
 
 
 def _stage1_networks(cfg: ModelConfig, checkpoints: Path, keep: str) -> tuple[Generator, RegistrationNet | None]:

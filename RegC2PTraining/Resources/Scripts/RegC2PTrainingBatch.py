@@ -45,9 +45,7 @@ from RegC2PSlicer.headless import HeadlessScene  # noqa: E402
 from RegC2PSlicer.volumes import add_volume_node  # noqa: E402
 
 try:  # torch: inside Slicer it comes from the PyTorch extension
-    from RegC2PLib.config import PRESETS
-    from RegC2PLib.inference.device import DEVICE_CHOICES
-    from RegC2PLib.training.config import KEEP_CHOICES, MODES, STAGES, resume_overrides
+    from RegC2PLib.commands.train import add_training_options, run_options
     from RegC2PLib.training.loop import StopRequest, TrainingStopped
     from RegC2PSlicer.training import TrainingJob, TrainingSettings
 except ImportError as exc:
@@ -69,38 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run folder (new, or an existing one with --resume)")
     p.add_argument("--pairs-folder", type=Path, help="with --pair: keep the converted pairs here (default: temporary)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="network sizes (default: small)")
-    p.add_argument(
-        "--init-from", type=Path, metavar="MODEL", help="fine-tune this model file (its network sizes replace --preset)"
-    )
-    p.add_argument("--image-size", type=int, help="slice size M in pixels (default: the preset's)")
-    p.add_argument("--mode", choices=MODES, default="regc2p", help="regc2p (with R) or pix2pix (no R)")
-    p.add_argument("--stage", choices=STAGES, help="1, 2 (with --resume) or all (default)")
-    p.add_argument("--epochs", type=int, help="stage-1 epochs")
-    p.add_argument("--refiner-epochs", type=int, help="stage-2 epochs")
-    p.add_argument("--max-steps", type=int, help="cap on steps per stage (0: none)")
-    p.add_argument("--keep", choices=KEEP_CHOICES, help="weights each stage keeps: best (validation, default) or last")
-    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--no-validation", action="store_true", help="allow fewer than 3 studies (no validation split)")
     p.add_argument("--background", action="store_true", help="train in a worker process (as the module does in Slicer)")
+    add_training_options(p)  # the same network and training options as `regc2p train`
     return p
 
 
 def make_job(args: argparse.Namespace, scene: slicer.vtkMRMLScene) -> TrainingJob:
     """The training job the arguments ask for (a new run on --data or --pair, or --resume)."""
-    if args.resume:
-        return TrainingJob.open(args.out, resume_overrides(args))
-    target = "registered" if args.mode == "regc2p" else "misaligned"
-    run_options = {"checkpoint_every": args.checkpoint_every, "seed": args.seed, "device": args.device}
-    options = dict(**resume_overrides(args), mode=args.mode, refiner_target=target, **run_options)
-    if args.init_from is not None:
-        settings = TrainingSettings.fine_tuning(args.init_from, **options)
-    else:
-        settings = TrainingSettings.from_preset(args.preset, args.image_size, **options)
-    if args.no_validation:
-        settings = TrainingSettings(settings.model, settings.train, require_validation=False)
+    options = run_options(args, "")
+    if options.resume:
+        return TrainingJob.open(args.out, options.resume_overrides)
+    settings = TrainingSettings(options.model, options.train, require_validation=not args.no_validation)
     if args.data is not None:
         return TrainingJob.from_folder(args.data, args.out, settings)
     if not args.pair:
