@@ -19,7 +19,8 @@ from ..errors import RegC2PError, one_line
 
 
 def rng_state() -> dict[str, Any]:
-    """The state of Python's, NumPy's and torch's global random generators."""
+    """The state of Python's, NumPy's and torch's global random generators (CUDA: the
+    current device's, the one this process trains on)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     return {
@@ -32,18 +33,19 @@ def rng_state() -> dict[str, Any]:
             "gauss": gauss,
         },
         "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
     }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`'s generators (CUDA: onto the current device)."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"][0])
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

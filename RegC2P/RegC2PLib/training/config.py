@@ -22,8 +22,9 @@ REFINER_TARGETS = ("registered", "misaligned")
 ADVERSARIAL_LOSSES = ("image", "patch")
 LR_SCHEDULES = ("constant", "linear-decay")
 KEEP_CHOICES = ("best", "last")
-# The fields a continued (resumed) run may change: its budget, stage and kept weights.
-RESUME_OVERRIDES = ("stage", "epochs", "refiner_epochs", "max_steps", "keep")
+# The fields a continued (resumed) run may change: its budget, stage and kept weights, and
+# how fast the machine it continues on runs it.
+RESUME_OVERRIDES = ("stage", "epochs", "refiner_epochs", "max_steps", "keep", "num_workers", "compile_networks", "channels_last")
 
 
 def _option(help: str, **extra: Any) -> dict[str, Any]:
@@ -80,6 +81,17 @@ class TrainConfig:
     seed: int = field(default=0, metadata=_option("seed of the split, the initial weights and the sample order"))
     deterministic: bool = field(default=False, metadata=_option("deterministic algorithms only (slower on GPUs)"))
     amp: bool = field(default=True, metadata=_option("bfloat16 mixed precision on CUDA"))
+    compile_networks: bool = field(
+        default=False,
+        metadata=_option(
+            "torch.compile the networks: faster steps after a compilation of a minute or more (docs/training-at-scale.md)",
+            flag="--compile",
+        ),
+    )
+    channels_last: bool = field(
+        default=False,
+        metadata=_option("channels-last (NHWC) memory layout for networks and batches (docs/training-at-scale.md)"),
+    )
     device: str = field(default="auto", metadata=_option("compute device", choices=DEVICE_CHOICES))
     init_from: str = field(
         default="",

@@ -4,6 +4,13 @@ Resumable at any step: the sample order of an epoch is a pure function of
 ``(seed, stage, epoch)``, so after a kill the loop reloads the last checkpoint (weights,
 optimisers, schedules, counters, RNG state) and skips the batches that epoch already
 used; the resumed run then takes exactly the steps an uninterrupted run takes.
+
+Distributed (:mod:`.distributed`): every rank runs this loop in lockstep on its share of
+each global batch (:class:`.sharding.RankShard`); losses and stop requests are averaged
+and shared every step, validation is sharded, and only rank 0 writes the log and the
+checkpoints, which hold every rank's RNG state. A resume with the same number of
+processes is then exact as well; with another number each rank takes the state of
+rank ``rank % saved ranks`` (the order of the data stays the same either way).
 """
 
 from __future__ import annotations
@@ -17,13 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from ..atomic import atomic_path
 from ..errors import RegC2PError
 from ..progress import ProgressCallback, no_progress
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
+from .distributed import per_rank_batch
+from .memory import OutOfMemory, batch_too_large
+from .sharding import RankShard
 from .tasks import Task
 
 Validator = Callable[[Task], dict[str, float]]
@@ -101,6 +111,11 @@ def _lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
+def batch_flag(stage: str) -> str:
+    """The option that sets ``stage``'s batch size."""
+    return "--batch-size" if stage == "stage1" else "--refiner-batch-size"
+
+
 def run_stage(
     task: Task,
     dataset: Dataset,
@@ -115,10 +130,14 @@ def run_stage(
     ``max_steps``), resuming from its last checkpoint if any.
 
     Writes ``<stage>_last.pt`` every ``checkpoint_every`` steps and at each epoch end,
-    and ``<stage>_best.pt`` (weights only) when validation improves (lower score).
+    and ``<stage>_best.pt`` (weights only) when validation improves (lower score). The
+    batch size is the global one; each of the task's ranks takes its share. Each train
+    record of the log holds ``data_s``, the seconds the step waited for its batch.
     """
+    dist = task.dist
     n = len(dataset)  # type: ignore[arg-type]
     batch_size = cfg.batch_size_of(task.name)
+    local_batch = per_rank_batch(batch_size, dist.world_size, batch_flag(task.name))
     steps_per_epoch = n // batch_size
     if steps_per_epoch < 1:
         raise RegC2PError(
@@ -132,25 +151,41 @@ def run_stage(
     counters = Counters()
     if last_path.exists():
         counters = _restore(load_checkpoint(last_path), task, schedulers)
-    log.truncate_after(task.name, counters)  # records written after the state we start from
+    if dist.is_main:
+        log.truncate_after(task.name, counters)  # records written after the state we start from
     if counters.completed and counters.step >= total:
         return counters
     counters.completed = False  # a resumed run given a larger budget continues
 
     def checkpoint() -> None:
-        save_checkpoint(last_path, _state(task, schedulers, counters))
+        states = dist.all_gather(rng_state())
+        if dist.is_main:
+            save_checkpoint(last_path, _state(task, schedulers, counters, states))
 
     started, first_step, seconds_before = time.monotonic(), counters.step, counters.seconds
+    waited = 0.0
     while counters.step < total:
         order = epoch_order(n, cfg.seed, task.name, counters.epoch)
         usable = order[: steps_per_epoch * batch_size][counters.step_in_epoch * batch_size :]
         # Its own generator: worker seeds are reproducible and the global RNG is left alone.
         loader_rng = torch.Generator().manual_seed(_mix(cfg.seed, task.name, counters.epoch) + counters.step_in_epoch)
-        loader = DataLoader(Subset(dataset, usable), batch_size=batch_size, num_workers=cfg.num_workers, generator=loader_rng)
+        loader = DataLoader(
+            dataset,
+            batch_size=local_batch,
+            sampler=RankShard(usable, dist.rank, dist.world_size),
+            num_workers=cfg.num_workers,
+            generator=loader_rng,
+            pin_memory=task.device.type == "cuda",
+        )
         for module in task.modules.values():
             module.train()
+        fetch = time.monotonic()
         for batch in loader:
-            losses = task.train_step(batch)
+            data_s = time.monotonic() - fetch
+            losses = _step(task, batch)
+            losses, stopping = dist.mean_and_any({**losses, "data_s": data_s}, stop())
+            data_s = losses.pop("data_s")
+            waited += data_s
             for scheduler in schedulers.values():
                 scheduler.step()
             counters.step += 1
@@ -158,20 +193,25 @@ def run_stage(
             counters.seconds = seconds_before + time.monotonic() - started
             lr = next(iter(task.optimizers.values())).param_groups[0]["lr"]
             record = {"stage": task.name, "kind": "train", "step": counters.step, "epoch": counters.epoch, "lr": lr}
-            log.write({**record, "seconds": round(counters.seconds, 2), **losses})
-            rate = (counters.step - first_step) / max(counters.seconds - seconds_before, 1e-9)
+            if dist.is_main:
+                log.write({**record, "seconds": round(counters.seconds, 2), "data_s": round(data_s, 4), **losses})
+            session = max(counters.seconds - seconds_before, 1e-9)
+            rate = (counters.step - first_step) / session
             progress(
-                counters.step / total, f"{task.name} step {counters.step}/{total} epoch {counters.epoch + 1} ({rate:.2f} it/s)"
+                counters.step / total,
+                f"{task.name} step {counters.step}/{total} epoch {counters.epoch + 1} "
+                f"({rate:.2f} it/s, {waited / session:.0%} waiting for data)",
             )
             if cfg.validate_every and counters.step % cfg.validate_every == 0 and counters.step < total:
                 _validate(task, validate, counters, checkpoint_dir, log)
             if counters.step % cfg.checkpoint_every == 0:
                 checkpoint()
-            if stop():
+            if stopping:
                 checkpoint()
                 raise TrainingStopped(f"stopped at {task.name} step {counters.step}; continue with --resume")
             if counters.step >= total:
                 break
+            fetch = time.monotonic()
         else:  # the epoch ran to its end
             counters.epoch += 1
             counters.step_in_epoch = 0
@@ -181,7 +221,17 @@ def run_stage(
     _validate(task, validate, counters, checkpoint_dir, log)  # a stopped stage ended by a lower budget
     counters.completed = True
     checkpoint()
+    dist.barrier()  # rank 0's checkpoints are on disk before any rank reads them
     return counters
+
+
+def _step(task: Task, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """One training step; running out of GPU memory becomes a one-line error naming the batch that fits."""
+    try:
+        return task.train_step(batch)
+    except OutOfMemory:
+        pass  # leave the handler first: its traceback holds the failed step's tensors
+    raise batch_too_large(task, batch, batch_flag(task.name))
 
 
 def _validate(task: Task, validate: Validator | None, counters: Counters, checkpoint_dir: Path, log: MetricsLog) -> None:
@@ -190,27 +240,31 @@ def _validate(task: Task, validate: Validator | None, counters: Counters, checkp
     counters.validated_step = counters.step
     for module in task.modules.values():
         module.eval()
-    scores = validate(task)
+    scores = validate(task)  # the same scores on every rank
     for module in task.modules.values():
         module.train()
-    log.write({"stage": task.name, "kind": "val", "step": counters.step, "epoch": counters.epoch, **scores})
+    if task.dist.is_main:
+        log.write({"stage": task.name, "kind": "val", "step": counters.step, "epoch": counters.epoch, **scores})
     if scores["score"] < counters.best_score:
         counters.best_score = scores["score"]
-        save_checkpoint(checkpoint_dir / f"{task.name}_best.pt", {"modules": _weights(task), "counters": asdict(counters)})
+        if task.dist.is_main:
+            best = {"modules": _weights(task), "counters": asdict(counters)}
+            save_checkpoint(checkpoint_dir / f"{task.name}_best.pt", best)
 
 
 def _weights(task: Task) -> dict[str, dict[str, torch.Tensor]]:
     return {name: module.state_dict() for name, module in task.modules.items()}
 
 
-def _state(task: Task, schedulers: dict[str, Any], counters: Counters) -> dict[str, Any]:
+def _state(task: Task, schedulers: dict[str, Any], counters: Counters, rng: list[dict[str, Any]]) -> dict[str, Any]:
+    """A checkpoint's contents; ``rng`` holds each rank's RNG state, in rank order."""
     return {
         "stage": task.name,
         "modules": _weights(task),
         "optimizers": {k: opt.state_dict() for k, opt in task.optimizers.items()},
         "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
         "counters": asdict(counters),
-        "rng": rng_state(),
+        "rng": rng,
     }
 
 
@@ -223,7 +277,8 @@ def _restore(state: dict[str, Any], task: Task, schedulers: dict[str, Any]) -> C
         opt.load_state_dict(state["optimizers"][name])
     for name, scheduler in schedulers.items():
         scheduler.load_state_dict(state["schedulers"][name])
-    set_rng_state(state["rng"])
+    saved = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one dict: a one-process checkpoint
+    set_rng_state(saved[task.dist.rank % len(saved)])
     return Counters(**state["counters"])
 
 

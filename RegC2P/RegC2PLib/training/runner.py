@@ -11,10 +11,15 @@ Run folder layout::
       init.safetensors    copy of the --init-from model whose G (and F) start the run
       model.safetensors   G + F of the kept steps (best validation, or the last with keep='last')
       STOP                create this file to stop the run cleanly (GUIs do)
+
+Under ``torchrun`` (:mod:`.distributed`) every process runs :func:`train`; rank 0 alone
+opens the run folder, builds the data cache (the others wait, then memory-map it) and
+writes every file above.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -37,7 +42,8 @@ from ..progress import ProgressCallback, ProgressRange, no_progress
 from .config import RESUME_OVERRIDES, TrainConfig
 from .curves import plot_curves
 from .data_access import prepare_data
-from .loop import MetricsLog, StopRequest, load_stage_weights, run_stage
+from .distributed import Distributed, elastic_restart, from_environment, per_rank_batch
+from .loop import MetricsLog, StopRequest, batch_flag, load_stage_weights, run_stage
 from .tasks import GanTask, RefinerTask
 from .validation import make_validator
 
@@ -73,51 +79,81 @@ def train(
     """Run (or resume) a training run; returns the path of the final model file.
 
     ``notify`` receives human-readable reports (the data summary with every skipped study).
+    Launched by ``torchrun``, each process calls this and joins the others.
     """
+    dist = from_environment()
+    try:
+        return _train(options, dist, progress, stop, notify)
+    finally:
+        dist.close()
+
+
+def _train(
+    options: RunOptions,
+    dist: Distributed,
+    progress: ProgressCallback,
+    stop: StopRequest | None,
+    notify: Callable[[str], None],
+) -> Path:
     out = options.out
-    model_cfg, train_cfg, data_root = open_run(options)
-    (out / "STOP").unlink(missing_ok=True)
+    model_cfg, train_cfg, data_root = dist.on_main(lambda: _open_folder(options, dist.world_size))
     stop = stop or StopRequest(out / "STOP")
-    _seed_everything(train_cfg)
-    device = resolve_device(train_cfg.device)
+    if not dist.is_main:
+        stop.stop_file = None  # rank 0 reads it; the ranks share its answer every step
+    device = dist.device(resolve_device(train_cfg.device))
+    _seed_everything(train_cfg, device)
     stages = train_cfg.stages()
-    data = prepare_data(data_root, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
-    notify(data.summary)
+    data = dist.main_first(
+        lambda: prepare_data(data_root, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
+    )
+    if dist.is_main:
+        notify(data.summary)
     log = MetricsLog(out / "metrics.jsonl")
     checkpoints = out / "checkpoints"
-    checkpoints.mkdir(exist_ok=True)
     init = load_model(out / INIT_FILE) if train_cfg.init_from else None
     share = {"stage1": (0.0, 0.8 if "stage2" in stages else 1.0), "stage2": (0.8 if "stage1" in stages else 0.0, 1.0)}
 
     try:
         if "stage1" in stages:
             torch.manual_seed(train_cfg.seed)  # initial weights depend on the seed alone
-            task = GanTask(model_cfg, train_cfg, device)
+            task = GanTask(model_cfg, train_cfg, device, dist)
             if init is not None:  # a resumed stage then loads its checkpoint over these
                 task.generator.load_state_dict(init.generator.state_dict())
-            validator = make_validator(data.val_volumes, model_cfg, device, refine=False)
+            validator = make_validator(data.val_volumes, model_cfg, device, False, dist)
             run_stage(task, data.slices, train_cfg, checkpoints, log, validator, stop, ProgressRange(progress, *share["stage1"]))
         generator, registration = _stage1_networks(model_cfg, checkpoints, train_cfg.keep)
         if "stage2" in stages:
             if data.windows is None:
                 raise InputError("stage 2 needs whole volumes; a RegGAN/CPDM slice folder only supports --stage 1")
             torch.manual_seed(train_cfg.seed + 1)
-            task = RefinerTask(model_cfg, train_cfg, device, generator, registration)
+            task = RefinerTask(model_cfg, train_cfg, device, generator, registration, dist)
             if init is not None and init.refiner is not None:
                 task.refiner.load_state_dict(init.refiner.state_dict())
-            validator = make_validator(data.val_volumes, model_cfg, device, refine=True)
+            validator = make_validator(data.val_volumes, model_cfg, device, True, dist)
             run_stage(task, data.windows, train_cfg, checkpoints, log, validator, stop, ProgressRange(progress, *share["stage2"]))
         refiner = None
         if (checkpoints / "stage2_last.pt").exists():
             refiner = Refiner(model_cfg.refiner)
             refiner.load_state_dict(load_stage_weights(checkpoints, "stage2", train_cfg.keep)["refiner"])
     finally:
-        if log.path.exists():
+        if dist.is_main and log.path.exists():
             plot_curves(log.path, out / "curves.png")
-    model = LoadedModel(model_cfg, generator.eval(), refiner.eval() if refiner is not None else None)
-    info = {"command": options.command, "mode": train_cfg.mode, "data": str(data_root), "split": data.split_digest}
-    save_model(out / MODEL_FILE, model, info)
+    if dist.is_main:
+        model = LoadedModel(model_cfg, generator.eval(), refiner.eval() if refiner is not None else None)
+        info = {"command": options.command, "mode": train_cfg.mode, "data": str(data_root), "split": data.split_digest}
+        save_model(out / MODEL_FILE, model, info)
+    dist.barrier()  # the model file exists when train() returns on any rank
     return out / MODEL_FILE
+
+
+def _open_folder(options: RunOptions, world_size: int) -> tuple[ModelConfig, TrainConfig, Path]:
+    """:func:`open_run`, a check that each stage's batch splits over the processes, the checkpoint folder."""
+    model_cfg, train_cfg, data_root = open_run(options)
+    for stage in train_cfg.stages():
+        per_rank_batch(train_cfg.batch_size_of(stage), world_size, batch_flag(stage))
+    (options.out / "STOP").unlink(missing_ok=True)
+    (options.out / "checkpoints").mkdir(exist_ok=True)
+    return model_cfg, train_cfg, data_root
 
 
 def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
@@ -126,7 +162,9 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
     Refuses a non-empty folder for a new run, a missing ``run.json`` on resume,
     ``--stage 2`` on a new run and an ``init_from`` model of another network config, each
     with a one-line :class:`InputError`. The ``init_from`` model is copied into the run
-    folder, so a resume does not depend on the original file.
+    folder, so a resume does not depend on the original file. Workers that torchrun's
+    agent restarted (``--max-restarts``) with the command of a new run continue the run
+    that command started, when ``run.json`` records exactly its configuration.
     """
     out, run_file = options.out, options.out / "run.json"
     unknown = sorted(set(options.resume_overrides) - set(RESUME_OVERRIDES))
@@ -150,6 +188,8 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
     if not options.data.is_dir():
         raise InputError(f"dataset folder {options.data} does not exist")
     if out.exists() and any(out.iterdir()):
+        if elastic_restart() and _records(run_file, options):
+            return open_run(dataclasses.replace(options, resume=True, data=None, model=None, train=None))
         raise InputError(f"run folder {out} already exists and is not empty; use --resume to continue it or choose a new folder")
     if options.train.stage == "2":
         raise InputError("--stage 2 needs a run whose stage 1 is trained: use --resume --stage 2 on that run folder")
@@ -170,6 +210,18 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
     return options.model, options.train, options.data.resolve()
 
 
+def _records(run_file: Path, options: RunOptions) -> bool:
+    """Whether ``run_file`` is the ``run.json`` of a new run with exactly ``options``' data and configs."""
+    if not run_file.is_file() or options.data is None:
+        return False
+    saved = json.loads(run_file.read_text())
+    return (
+        saved.get("data") == str(options.data.resolve())
+        and ModelConfig.from_dict(saved["model"]) == options.model
+        and TrainConfig.from_dict(saved["train"]) == options.train
+    )
+
+
 def _check_init(path: str, model: ModelConfig) -> LoadedModel | None:
     """The verified ``init_from`` model, or None; its networks must be the run's."""
     if not path:
@@ -184,7 +236,9 @@ def _check_init(path: str, model: ModelConfig) -> LoadedModel | None:
     return init
 
 
-def _seed_everything(cfg: TrainConfig) -> None:
+def _seed_everything(cfg: TrainConfig, device: torch.device) -> None:
+    """Seed every generator; on CUDA let cuDNN pick the fastest kernels for the (fixed) batch
+    shapes unless the run must be deterministic."""
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -192,6 +246,8 @@ def _seed_everything(cfg: TrainConfig) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def _stage1_networks(cfg: ModelConfig, checkpoints: Path, keep: str) -> tuple[Generator, RegistrationNet | None]:

@@ -5,6 +5,10 @@ model's window and stride when F is being trained, and scored against its refere
 (the aligned PET when the study has one, else the PET) with the paper-scale metrics and
 the SUV figures (lesion SUVmax error where the study has a lesion map). The score that
 picks the best checkpoint is the paper-scale MAE.
+
+In a distributed run each rank scores every ``world_size``-th study and the per-study
+scores are gathered and summarised in the studies' order, so every rank gets the scores
+one process would compute with the same weights.
 """
 
 from __future__ import annotations
@@ -17,14 +21,18 @@ from ..evaluation import score_volume, summarize
 from ..inference.windows import WindowPlan, refine_windows
 from ..intensity import network_to_ct, network_to_pet
 from .data_access import GridVolume
+from .distributed import SINGLE, Distributed
 from .loop import Validator
 from .tasks import Task
 
 BATCH_SLICES = 16
 
 
-def make_validator(volumes: list[GridVolume], model: ModelConfig, device: torch.device, refine: bool) -> Validator | None:
-    """A validation function for the loop, or ``None`` when there is no validation study."""
+def make_validator(
+    volumes: list[GridVolume], model: ModelConfig, device: torch.device, refine: bool, dist: Distributed = SINGLE
+) -> Validator | None:
+    """A validation function for the loop, or ``None`` when there is no validation study.
+    Every rank of ``dist`` calls it at the same step; each scores its share of the studies."""
     if not volumes:
         return None
 
@@ -32,7 +40,7 @@ def make_validator(volumes: list[GridVolume], model: ModelConfig, device: torch.
     def validate(task: Task) -> dict[str, float]:
         generator = task.generator
         scores = []
-        for volume in volumes:
+        for volume in volumes[dist.rank :: dist.world_size]:
             ct = torch.from_numpy(np.asarray(volume.ct, dtype=np.float32))
             stacked = torch.empty_like(ct)
             for first in range(0, len(ct), BATCH_SLICES):
@@ -48,7 +56,9 @@ def make_validator(volumes: list[GridVolume], model: ModelConfig, device: torch.
             reference = network_to_pet(np.asarray(volume.reference, dtype=np.float32), intensity)
             predicted = network_to_pet(stacked.numpy(), intensity)
             scores.append(score_volume(volume.name, predicted, reference, ct_hu, intensity, volume.lesions))
-        summary = summarize(scores)
+        shares = dist.all_gather(scores)  # rank r scored studies r, r + W, ...: interleave them back
+        ordered = [shares[i % dist.world_size][i // dist.world_size] for i in range(len(volumes))]
+        summary = summarize(ordered)
         return {**summary, "score": summary["mae"]}
 
     return validate
