@@ -3,6 +3,11 @@
 The training options are generated from :class:`~RegC2PLib.training.config.TrainConfig`
 (one option per field, help in the field's metadata); the network options (``--preset``,
 ``--image-size``, ``--window``, ``--stride``) choose the :class:`~RegC2PLib.config.ModelConfig`.
+
+Several processes (GPUs): run it under ``torchrun`` (``torchrun --nproc_per_node N -m
+RegC2PLib train ...``, or ``--processes N``, which starts that on this machine); rank 0
+reports, the other ranks print nothing but their own failures. Under torchrun a clean
+stop exits with status 0, so that torchrun's agent does not restart the workers.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from ..config import PRESETS, ModelConfig, preset
 from ..errors import InputError
 from ..model_file import read_config
 from ..training.config import RESUME_OVERRIDES, TrainConfig
+from ..training.distributed import PeerError, launched_rank
 from ..training.runner import RunOptions
+from .launch import PROCESSES_FLAG, launch, under_torchrun
 from .options import add_config_options, given_options, option_flag
 from .progress_display import add_progress_option, progress_display
 
@@ -35,6 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="dataset folder (not needed with --resume)")
     p.add_argument("--out", required=True, type=Path, help="run folder (created; must be new unless --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        PROCESSES_FLAG,
+        type=int,
+        default=1,
+        metavar="N",
+        help="train as N processes on this machine, one per GPU (runs torchrun --standalone; see docs/training-at-scale.md)",
+    )
     add_training_options(p)
     add_progress_option(p)
     p.set_defaults(func=run)
@@ -92,16 +106,24 @@ def run(args: argparse.Namespace) -> int:
     from ..training.loop import StopRequest, TrainingStopped
     from ..training.runner import train
 
+    if args.processes < 1:
+        raise InputError(f"{PROCESSES_FLAG} must be at least 1 (got {args.processes})")
     options = run_options(args, " ".join(sys.argv))
+    if args.processes > 1:
+        return launch(args.processes, args.argv, args.out)
+    main = launched_rank() == 0
     stop = StopRequest(args.out / "STOP")
     previous = signal.signal(signal.SIGINT, lambda *_: setattr(stop, "flag", True))
+    report = (lambda message: print(message, file=sys.stderr)) if main else (lambda message: None)
     try:
-        with progress_display(args.progress, "train") as progress:
-            model_path = train(options, progress, stop, notify=lambda message: print(message, file=sys.stderr))
+        with progress_display(args.progress if main else "none", "train") as progress:
+            model_path = train(options, progress, stop, notify=report)
     except TrainingStopped as exc:
-        print(f"regc2p: {exc}", file=sys.stderr)
-        return 130
+        report(f"regc2p: {exc}")
+        return 0 if under_torchrun() else 130
+    except PeerError:
+        return 2  # rank 0 reports the error
     finally:
         signal.signal(signal.SIGINT, previous)
-    print(f"wrote {model_path}", file=sys.stderr)
+    report(f"wrote {model_path}")
     return 0
