@@ -7,6 +7,7 @@ RegC2PTrainingBatch.py``; the panel only explains that. The work is done by
 background process so Slicer never freezes (see docs/slicer.md, "Training in Slicer").
 """
 
+import dataclasses
 import logging
 
 import qt
@@ -99,17 +100,20 @@ class RegC2PTrainingLogic(ScriptedLoadableModuleLogic):
 
         ensure_dependencies(lambda question: slicer.util.confirmOkCancelDisplay(question, windowTitle=_("RegC2P Training")))
 
-    def settings(self, preset="small", imageSize=None, initFrom=None, **trainOptions):
+    def settings(self, preset="small", imageSize=None, initFrom=None, processes=1, **trainOptions):
         """TrainingSettings from a network preset, a slice size (pixels) and TrainConfig fields (epochs, max_steps, ...).
 
         ``initFrom``: a model file (e.g. the bundled default) to fine-tune; its network sizes are used.
+        ``processes``: train as that many processes, one per GPU (torchrun; batch sizes are split over them).
         """
         self.ensureDependencies()
         from RegC2PSlicer.training import TrainingSettings
 
         if initFrom:
-            return TrainingSettings.fine_tuning(initFrom, **trainOptions)
-        return TrainingSettings.from_preset(preset, imageSize, **trainOptions)
+            settings = TrainingSettings.fine_tuning(initFrom, **trainOptions)
+        else:
+            settings = TrainingSettings.from_preset(preset, imageSize, **trainOptions)
+        return dataclasses.replace(settings, processes=int(processes))
 
     def trainFromNodes(
         self, pairs, runFolder, settings=None, datasetFolder=None, waitForCompletion=True, progress=None, onFinished=None
@@ -130,10 +134,12 @@ class RegC2PTrainingLogic(ScriptedLoadableModuleLogic):
         job = TrainingJob.from_folder(dataFolder, runFolder, settings)
         return self._go(job, waitForCompletion, progress, onFinished)
 
-    def resumeRun(self, run, waitForCompletion=True, progress=None, onFinished=None, **overrides):
+    def resumeRun(self, run, waitForCompletion=True, progress=None, onFinished=None, processes=None, **overrides):
         """Continue a stopped run: a job returned earlier (keeps its temporary pairs) or a run folder.
 
-        ``overrides`` may change stage, epochs, refiner_epochs, max_steps or keep.
+        ``overrides`` may change stage, epochs, refiner_epochs, max_steps, keep, num_workers,
+        compile_networks or channels_last; ``processes`` the number of processes (default:
+        the job's, or 1 for a run folder).
         """
         self.ensureDependencies()
         from RegC2PSlicer.training import TrainingJob
@@ -141,8 +147,10 @@ class RegC2PTrainingLogic(ScriptedLoadableModuleLogic):
         if isinstance(run, TrainingJob):
             job = run
             job.set_overrides(overrides)
+            if processes is not None:
+                job.processes = int(processes)
         else:
-            job = TrainingJob.open(run, overrides)
+            job = TrainingJob.open(run, overrides, processes=int(processes or 1))
         return self._go(job, waitForCompletion, progress, onFinished)
 
     def stopAll(self) -> None:

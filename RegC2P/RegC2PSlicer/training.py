@@ -9,7 +9,8 @@ one is given. Folder path: a dataset folder as in ``docs/datasets.md``. Either w
 
 * :meth:`TrainingJob.run` — blocking, in this process (scripts, tests);
 * :meth:`TrainingJob.start` — in a separate ``python -m RegC2PLib train --resume
-  --progress jsonl`` process (``PythonSlicer`` inside Slicer), so Slicer never freezes;
+  --progress jsonl`` process (``PythonSlicer`` inside Slicer), so Slicer never freezes
+  (with ``processes`` > 1 it adds ``--processes N``: torchrun runs N processes, one per GPU);
   a timer calls :meth:`~TrainingJob.poll`; :meth:`~TrainingJob.request_stop` /
   :meth:`~TrainingJob.stop` create ``RUN/STOP`` (the worker stops after its current
   step and keeps its last checkpoint), :meth:`~TrainingJob.cancel` kills the worker.
@@ -25,6 +26,7 @@ import json
 import re
 import shutil
 import tempfile
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from typing import Any
 import SimpleITK as sitk
 import slicer
 
+from RegC2PLib.commands.options import option_arguments
 from RegC2PLib.config import ModelConfig, preset
 from RegC2PLib.data.studies import check_overlap, check_pet_suv, discover_studies
 from RegC2PLib.errors import InputError
@@ -62,11 +65,14 @@ class TrainingSettings:
 
     ``require_validation``: refuse fewer than 3 studies (the split then has no
     validation or test study, so no best checkpoint is chosen); ``False`` trains on all.
+    ``processes``: train as that many processes on this machine, one per GPU (torchrun,
+    docs/training-at-scale.md); the batch sizes are then split over them.
     """
 
     model: ModelConfig = field(default_factory=lambda: preset("small"))
     train: TrainConfig = field(default_factory=TrainConfig)
     require_validation: bool = True
+    processes: int = 1
 
     @classmethod
     def from_preset(cls, name: str = "small", image_size: int | None = None, **train: Any) -> TrainingSettings:
@@ -255,9 +261,14 @@ class TrainingJob:
     run). ``state`` (a :class:`JobState`) says where the background worker stands.
     """
 
-    def __init__(self, out: str | Path, temporary_data: Path | None = None, python: str | None = None) -> None:
+    def __init__(
+        self, out: str | Path, temporary_data: Path | None = None, python: str | None = None, processes: int = 1
+    ) -> None:
+        if processes < 1:
+            raise InputError(f"processes must be at least 1 (got {processes})")
         self.out = Path(out)
         self.python = python
+        self.processes = processes  # > 1: torchrun runs the worker as that many processes
         self.state = JobState("ready", 0.0, "ready")
         self.overrides: dict[str, Any] = {}
         self._worker: WorkerProcess | None = None
@@ -292,7 +303,7 @@ class TrainingJob:
             dataset_folder = temporary
         try:
             data = write_pairs(pairs, dataset_folder)
-            job = cls(out, temporary, python)
+            job = cls(out, temporary, python, settings.processes)
             job._open(data, settings, f"RegC2PTraining: {len(pairs)} CT/PET pairs from the scene")
         except BaseException:
             if temporary is not None:
@@ -308,17 +319,20 @@ class TrainingJob:
         settings = settings or TrainingSettings()
         data = check_dataset(data, settings)
         _check_new_run_folder(Path(out), settings)
-        job = cls(out, None, python)
+        job = cls(out, None, python, settings.processes)
         job._open(data, settings, f"RegC2PTraining: dataset folder {data}")
         return job
 
     @classmethod
-    def open(cls, out: str | Path, overrides: Mapping[str, Any] | None = None, python: str | None = None) -> TrainingJob:
-        """An existing run folder, to continue; ``overrides`` may change stage, epochs, refiner_epochs, max_steps, keep."""
+    def open(
+        cls, out: str | Path, overrides: Mapping[str, Any] | None = None, python: str | None = None, processes: int = 1
+    ) -> TrainingJob:
+        """An existing run folder, to continue (with any number of ``processes``); ``overrides``
+        may change the fields in :data:`~RegC2PLib.training.config.RESUME_OVERRIDES`."""
         out = Path(out)
         if not (out / "run.json").is_file():
             raise InputError(f"{out} is not a RegC2P run folder (no run.json); start a new run instead")
-        job = cls(out, None, python)
+        job = cls(out, None, python, processes)
         job.set_overrides(overrides or {})
         data = job.data_folder
         if not data.is_dir():
@@ -363,10 +377,13 @@ class TrainingJob:
 
         ``progress(fraction, message)``; ``stop`` (default: ``RUN/STOP`` appears) ends
         the run after the current step with :class:`~RegC2PLib.training.loop.TrainingStopped`,
-        keeping the last checkpoint. ``notify(text)`` gets the data summary.
+        keeping the last checkpoint. ``notify(text)`` gets the data summary. Several
+        ``processes`` train in a background worker (:meth:`start`) that this waits for.
         """
         if self.running:
             raise InputError(f"run {self.out} is already training in the background")
+        if self.processes > 1:
+            return self._run_in_background(progress or no_progress, stop)
         options = RunOptions(self.out, resume=True, resume_overrides=self.overrides)
         try:
             model = train(options, progress or no_progress, stop, notify or (lambda message: None))
@@ -376,6 +393,19 @@ class TrainingJob:
         self.state = JobState("succeeded", 1.0, f"done: {model}")
         self.close()
         return model
+
+    def _run_in_background(self, progress: ProgressCallback, stop: StopRequest | None) -> Path:
+        self.start()
+        while not self.poll().finished:
+            if stop is not None and stop():
+                self.request_stop()
+            progress(self.state.fraction, self.state.message)
+            time.sleep(0.2)
+        if self.state.state == "stopped":
+            raise TrainingStopped(self.state.message)
+        if self.state.state != "succeeded" or self.model_path is None:
+            raise InputError(self.state.error or self.state.message)
+        return self.model_path
 
     # ----------------------------------------------------------------- background
 
@@ -388,8 +418,9 @@ class TrainingJob:
         if self.running:
             raise InputError(f"run {self.out} is already training")
         arguments = ["train", "--out", str(self.out), "--resume", "--progress", "jsonl"]
-        for name, value in self.overrides.items():
-            arguments += [f"--{name.replace('_', '-')}", str(value)]
+        arguments += option_arguments(TrainConfig, self.overrides)
+        if self.processes > 1:
+            arguments += ["--processes", str(self.processes)]
         self._stop_requested = False
         (self.out / "STOP").unlink(missing_ok=True)
         self._worker = WorkerProcess(arguments, self.out, "training", self.python)

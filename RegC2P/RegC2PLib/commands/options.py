@@ -48,3 +48,15 @@ def option_flag(cls: type, name: str) -> str:
     """The command-line spelling of field ``name`` of ``cls`` (for messages)."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     return f.metadata.get("flag", "--" + name.replace("_", "-"))
+
+
+def option_arguments(cls: type, values: dict[str, Any]) -> list[str]:
+    """Command-line arguments that set fields of ``cls`` to ``values`` (``--x``/``--no-x`` for flags)."""
+    arguments: list[str] = []
+    for name, value in values.items():
+        flag = option_flag(cls, name)
+        if isinstance(value, bool):
+            arguments.append(flag if value else "--no-" + flag[2:])
+        else:
+            arguments += [flag, str(value)]
+    return arguments

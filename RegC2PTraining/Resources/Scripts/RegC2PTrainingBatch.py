@@ -15,7 +15,8 @@ loaded into the scene as CT/PET volume nodes, converted with their geometry. The
 folder receives run.json, split.json, checkpoints/, metrics.jsonl, curves.png and
 model.safetensors. ``--resume`` continues a stopped run (``--out`` only). Training runs
 in this process, or with ``--background`` in a worker process whose progress is shown
-(as the module does inside Slicer). Ctrl-C, or creating RUN_FOLDER/STOP, stops cleanly
+(as the module does inside Slicer); ``--processes N`` trains in the background as N
+processes, one per GPU (docs/training-at-scale.md). Ctrl-C, or creating RUN_FOLDER/STOP, stops cleanly
 after the current step. Exit status: 0 done, 130 stopped (continue with --resume),
 2 error (one ``regc2p: error: ...`` line on stderr).
 """
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-validation", action="store_true", help="allow fewer than 3 studies (no validation split)")
     p.add_argument("--background", action="store_true", help="train in a worker process (as the module does in Slicer)")
+    p.add_argument(
+        "--processes", type=int, default=1, metavar="N", help="train as N processes, one per GPU (torchrun; in the background)"
+    )
     add_training_options(p)  # the same network and training options as `regc2p train`
     return p
 
@@ -77,8 +81,8 @@ def make_job(args: argparse.Namespace, scene: slicer.vtkMRMLScene) -> TrainingJo
     """The training job the arguments ask for (a new run on --data or --pair, or --resume)."""
     options = run_options(args, "")
     if options.resume:
-        return TrainingJob.open(args.out, options.resume_overrides)
-    settings = TrainingSettings(options.model, options.train, require_validation=not args.no_validation)
+        return TrainingJob.open(args.out, options.resume_overrides, processes=args.processes)
+    settings = TrainingSettings(options.model, options.train, not args.no_validation, args.processes)
     if args.data is not None:
         return TrainingJob.from_folder(args.data, args.out, settings)
     if not args.pair:
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         job = make_job(args, scene)
         print(f"training into {job.out} (data: {job.data_folder})", file=sys.stderr, flush=True)
         report = Reporter()
-        if args.background:
+        if args.background or job.processes > 1:
             status = run_in_background(job, report)
             if status:
                 return status
