@@ -184,8 +184,12 @@ def from_environment() -> Distributed:
     """Join the job torchrun started (its variables in the environment), else :data:`SINGLE`."""
     if not all(name in os.environ for name in LAUNCH_VARIABLES) or int(os.environ["WORLD_SIZE"]) < 2:
         return SINGLE
-    dist.init_process_group(backend="gloo", timeout=CONTROL_TIMEOUT)
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]))
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=CONTROL_TIMEOUT))
+    # torchrun's agent keeps its key-value store when it restarts the workers: keys of
+    # their own per attempt, or a restarted rank may read a dead rank's address.
+    store = dist.PrefixStore(f"regc2p/attempt_{elastic_restart()}", store)
+    dist.init_process_group(backend="gloo", store=store, rank=rank, world_size=world_size, timeout=CONTROL_TIMEOUT)
+    return Distributed(rank, world_size, int(os.environ["LOCAL_RANK"]))
 
 
 def per_rank_batch(global_batch: int, world_size: int, flag: str) -> int:
