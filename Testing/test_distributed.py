@@ -394,6 +394,7 @@ def test_two_processes_train_the_networks_of_one(runs: dict[str, Path], tiny_con
     one, two = _records(runs["one"]), _records(runs["two"])
     assert [(r["stage"], r["kind"], r["step"]) for r in one] == [(r["stage"], r["kind"], r["step"]) for r in two]
     assert [r["step"] for r in two if r["kind"] == "train"] == [1, 2, 3, 4] * 2
+    assert json.loads((runs["two"] / "run.json").read_text())["processes"] == 2
     for a, b in zip(one, two):  # the logged losses are the global batch's, as one process logs them
         for key, value in a.items():
             if key not in ("seconds", "data_s") and isinstance(value, float):
@@ -443,7 +444,8 @@ def test_a_killed_rank_ends_the_job_and_the_run_continues_on_two_or_one_processe
 
     assert main(["train", "--out", str(on_one), "--resume", "--progress", "none"]) == 0
     _assert_same_functions(runs["two"], on_one, tiny_config)
-    for run in (killed, on_one):
+    for run, processes in ((killed, 2), (on_one, 1)):
+        assert [r["processes"] for r in json.loads((run / "run.json").read_text())["resumes"]] == [processes]
         assert [(r["stage"], r["step"]) for r in _records(run) if r["kind"] == "train"] == [
             (stage, step) for stage in STAGES for step in (1, 2, 3, 4)
         ]

@@ -197,6 +197,30 @@ def test_background_training_stops_cleanly_and_continues_to_completion(triples, 
     _assert_unchanged(nodes, before)
 
 
+@pytest.mark.slow
+def test_training_as_two_processes_stops_cleanly_and_runs_to_completion(triples, tmp_path, monkeypatch):
+    """``processes=2``: the worker runs torchrun with two ranks; a stop request ends both after
+    the same step (the job reports "stopped", not a failure) and a blocking run continues it."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run = tmp_path / "run"
+    settings = TrainingSettings(TINY, BUDGET.replace(stage="1", batch_size=2), processes=2)
+    job = TrainingJob.from_nodes(triples, run, settings, dataset_folder=tmp_path / "pairs")
+    job.start()
+    job.request_stop()
+    state = job.wait(timeout=300)
+    assert state.state == "stopped", (state.error, state.details)
+    assert "stopped at stage1 step" in state.message and state.details.count("regc2p: stopped") == 1  # rank 0 reports
+    checkpoint = torch.load(run / "checkpoints" / "stage1_last.pt", weights_only=True)
+    assert 1 <= checkpoint["counters"]["step"] < 4 and job.model_path is None
+    assert len(checkpoint["rng"]) == 2  # the RNG states of two ranks
+
+    fractions: list[float] = []
+    model = job.run(lambda fraction, message: fractions.append(fraction))
+    assert load_model(model).config == TINY and fractions[-1] == 1.0
+    assert _steps(run, "stage1") == [1, 2, 3, 4]
+    assert [resume["processes"] for resume in json.loads((run / "run.json").read_text())["resumes"]] == [2, 2]
+
+
 def test_background_worker_failure_is_one_line(triples, tmp_path):
     job = TrainingJob.from_nodes(triples, tmp_path / "run", TrainingSettings(TINY, BUDGET.replace(device="cuda")))
     job.start()

@@ -350,7 +350,7 @@ class TrainingJob:
         self.overrides.update(overrides)
 
     def _open(self, data: Path, settings: TrainingSettings, command: str) -> None:
-        open_run(RunOptions(self.out, data, settings.model, settings.train, command=command))
+        open_run(RunOptions(self.out, data, settings.model, settings.train, command=command), settings.processes)
 
     # ----------------------------------------------------------------- results
 

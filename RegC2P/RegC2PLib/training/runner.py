@@ -148,7 +148,7 @@ def _train(
 
 def _open_folder(options: RunOptions, world_size: int) -> tuple[ModelConfig, TrainConfig, Path]:
     """:func:`open_run`, a check that each stage's batch splits over the processes, the checkpoint folder."""
-    model_cfg, train_cfg, data_root = open_run(options)
+    model_cfg, train_cfg, data_root = open_run(options, world_size)
     for stage in train_cfg.stages():
         per_rank_batch(train_cfg.batch_size_of(stage), world_size, batch_flag(stage))
     (options.out / "STOP").unlink(missing_ok=True)
@@ -156,7 +156,7 @@ def _open_folder(options: RunOptions, world_size: int) -> tuple[ModelConfig, Tra
     return model_cfg, train_cfg, data_root
 
 
-def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
+def open_run(options: RunOptions, processes: int = 1) -> tuple[ModelConfig, TrainConfig, Path]:
     """Create a new run folder (``run.json``) or read a resumed one's configs and data folder.
 
     Refuses a non-empty folder for a new run, a missing ``run.json`` on resume,
@@ -165,6 +165,7 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
     folder, so a resume does not depend on the original file. Workers that torchrun's
     agent restarted (``--max-restarts``) with the command of a new run continue the run
     that command started, when ``run.json`` records exactly its configuration.
+    ``processes`` (how many train the run this time) is recorded with the command.
     """
     out, run_file = options.out, options.out / "run.json"
     unknown = sorted(set(options.resume_overrides) - set(RESUME_OVERRIDES))
@@ -177,7 +178,8 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
         model_cfg = ModelConfig.from_dict(saved["model"])
         train_cfg = TrainConfig.from_dict({**saved["train"], **options.resume_overrides})
         # Keep the provenance: run.json lists every resume and what it changed.
-        saved.setdefault("resumes", []).append({"command": options.command, "overrides": options.resume_overrides})
+        resume = {"command": options.command, "overrides": options.resume_overrides, "processes": processes}
+        saved.setdefault("resumes", []).append(resume)
         with atomic_path(run_file, ".json") as tmp:
             tmp.write_text(json.dumps(saved, indent=2))
         return model_cfg, train_cfg, Path(saved["data"])
@@ -189,7 +191,7 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
         raise InputError(f"dataset folder {options.data} does not exist")
     if out.exists() and any(out.iterdir()):
         if elastic_restart() and _records(run_file, options):
-            return open_run(dataclasses.replace(options, resume=True, data=None, model=None, train=None))
+            return open_run(dataclasses.replace(options, resume=True, data=None, model=None, train=None), processes)
         raise InputError(f"run folder {out} already exists and is not empty; use --resume to continue it or choose a new folder")
     if options.train.stage == "2":
         raise InputError("--stage 2 needs a run whose stage 1 is trained: use --resume --stage 2 on that run folder")
@@ -200,6 +202,7 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
         "train": options.train.to_dict(),
         "data": str(options.data.resolve()),
         "command": options.command,
+        "processes": processes,
     }
     if init is not None:
         with atomic_path(out / INIT_FILE, ".safetensors") as tmp:
