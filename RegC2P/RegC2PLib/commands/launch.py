@@ -61,17 +61,17 @@ def launch(processes: int, argv: Sequence[str], out: Path) -> int:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))  # used on the CPU only
     before = _identity(out / MODEL_FILE)
     child = subprocess.Popen(torchrun_command(sys.executable, processes, without_processes(argv)), env=env)
-    interrupted = False
-    previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    interrupted: list[int] = []
+    handlers = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: child.terminate()),
+        # The workers got the interrupt too and stop after their step; wait for them.
+        signal.SIGINT: signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum)),
+    }
     try:
-        while True:
-            try:
-                status = child.wait()
-                break
-            except KeyboardInterrupt:
-                interrupted = True  # the workers got it too and stop after their step
+        status = child.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     after = _identity(out / MODEL_FILE)
     if status == 0 and after is not None and after != before:
         return 0

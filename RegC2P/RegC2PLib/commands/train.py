@@ -22,7 +22,6 @@ from ..config import PRESETS, ModelConfig, preset
 from ..errors import InputError
 from ..model_file import read_config
 from ..training.config import RESUME_OVERRIDES, TrainConfig
-from ..training.distributed import PeerError, launched_rank
 from ..training.runner import RunOptions
 from .launch import PROCESSES_FLAG, launch, under_torchrun
 from .options import add_config_options, given_options, option_flag
@@ -103,6 +102,7 @@ def run_options(args: argparse.Namespace, command: str) -> RunOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.distributed import PeerError, launched_rank
     from ..training.loop import StopRequest, TrainingStopped
     from ..training.runner import train
 
