@@ -82,7 +82,7 @@ class TrainingSettings:
     @classmethod
     def fine_tuning(cls, model_path: str | Path, **train: Any) -> TrainingSettings:
         """Settings that start G (and F) from a trained model file, with its network sizes."""
-        model = read_config(model_path)
+        model = read_config(model_path, fine_tuning=True)
         try:
             return cls(model, TrainConfig(init_from=str(Path(model_path).resolve()), **train))
         except (TypeError, ValueError) as exc:

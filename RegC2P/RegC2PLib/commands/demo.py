@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
+from ..body import body_mask
 from ..config import preset
 from ..data.phantom import PhantomConfig, generate_case
 from ..data.phantom_anatomy import Tissue
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         write_image(image, args.out / f"{name}.nii.gz")
 
     ct, synthetic, ref, lesions = (array_view(image) for image in (case.ct, pet, reference, case.lesions))
-    scores = score_volume("demo", synthetic, ref, ct, model.config.intensity, lesions)
+    body = body_mask(ct, case.ct.GetSpacing()[::-1])
+    scores = score_volume("demo", synthetic, ref, body, model.config.intensity, lesions)
     record = {
         "model": model_name,
         "seed": args.seed,

@@ -45,6 +45,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     networks = parser.add_argument_group("networks (default: the small preset, or the --init-from model's)")
     networks.add_argument("--preset", choices=sorted(PRESETS), help="network sizes")
     networks.add_argument("--image-size", type=int, help="slice size M in pixels (default: the preset's)")
+    networks.add_argument("--pixel-mm", type=float, help="in-plane pixel size of the model grid in mm (default: the preset's)")
     networks.add_argument("--window", type=int, help="refiner window s in slices (default: the preset's)")
     networks.add_argument("--stride", type=int, help="refiner validation stride k (default: the preset's)")
     add_config_options(parser.add_argument_group("training"), TrainConfig)
@@ -53,10 +54,12 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 def model_config(args: argparse.Namespace) -> ModelConfig:
     """The network configuration the options ask for: a preset, or the ``--init-from`` model's own, with changes."""
     init_from = getattr(args, "init_from", "")
-    model_cfg = read_config(init_from) if init_from and not args.preset else preset(args.preset or "small")
+    model_cfg = read_config(init_from, fine_tuning=True) if init_from and not args.preset else preset(args.preset or "small")
     changes: dict[str, object] = {}
     if args.image_size:
         changes["image_size"] = args.image_size
+    if args.pixel_mm:
+        changes["pixel_mm"] = args.pixel_mm
     if args.window or args.stride:
         window = args.window or model_cfg.refiner.window
         changes["refiner"] = dataclasses.replace(
@@ -73,7 +76,7 @@ def run_options(args: argparse.Namespace, command: str) -> RunOptions:
     given = given_options(args, TrainConfig)
     if args.resume:
         fixed = sorted(set(given) - set(RESUME_OVERRIDES))
-        network = [flag for flag in ("preset", "image_size", "window", "stride") if getattr(args, flag)]
+        network = [flag for flag in ("preset", "image_size", "pixel_mm", "window", "stride") if getattr(args, flag)]
         if fixed or network:
             flags = [option_flag(TrainConfig, name) for name in fixed] + ["--" + n.replace("_", "-") for n in network]
             raise InputError(

@@ -32,7 +32,7 @@ from ..progress import ProgressCallback, no_progress
 from ..volume_io import write_image
 from .misalignment import Misalignment
 from .pet_physics import add_noise, blur_fwhm, noise_field, sample, smooth_field
-from .phantom_anatomy import BodyPlan, Tissue, TissueValues, draw_body_plan, paint_anatomy, tissue_values
+from .phantom_anatomy import EQUIPMENT, BodyPlan, Tissue, TissueValues, draw_body_plan, paint_anatomy, tissue_values
 from .phantom_grid import Grid
 from .phantom_lesions import Lesion, place_lesions
 
@@ -205,8 +205,10 @@ def _ct_and_activity(
     bowel = smooth_field(rng, grid.shape, grid.spacing, 14.0)
     hu = values.hu[labels]
     suv = values.suv[labels]
-    body = (labels != Tissue.AIR) & (labels != Tissue.TABLE) & (labels != Tissue.AIRWAY)
+    body = ~np.isin(labels, (Tissue.AIR, Tissue.AIRWAY, *EQUIPMENT))
     hu += np.where(body, 5.0 * soft, 0.0).astype(np.float32)
+    blanket = labels == Tissue.BLANKET
+    hu[blanket] += 150.0 * np.clip(fine[blanket] - 1.0, 0.0, None)  # folds of denser cloth
     lung = labels == Tissue.LUNG
     hu[lung] += 30.0 * fine[lung] + 120.0 * np.clip(fine[lung] - 1.5, 0.0, None)  # parenchyma and vessels
     abdomen = labels == Tissue.ABDOMEN

@@ -1,15 +1,17 @@
 """Volume translation: CT (HU) in, synthetic PET (SUV) out on exactly the CT's grid.
 
 Steps: view the voxels in axial LPS order (an axis permutation/flip, no copy) so slices
-are axial and in the training orientation; in-plane map each batch of slices onto the
-model grid (:class:`SliceGrid`); normalise HU to [-1, 1]; G over batches of slices;
-stack into a (z, M, M) volume; refine with windows of ``s`` slices at stride ``k``
-(overlap, non-overlap or none); map back, denormalise to SUV, written through the same
-view into the CT's own voxel order.
+are axial and in the training orientation; find the body (:func:`~RegC2PLib.body.body_mask`);
+in-plane map each batch of slices onto the model grid at the model's physical pixel
+size, centred on the body (:class:`SliceGrid`); normalise HU to [-1, 1]; G over batches
+of slices; stack into a (z, H, W) volume; refine with windows of ``s`` slices at stride
+``k`` (overlap, non-overlap or none); map back, denormalise to SUV, set 0 outside the
+body (unless ``body_mask`` is off), written through the same view into the CT's own
+voxel order.
 
 Memory stays bounded: one batch of slices (or windows) of activations at a time,
 float32 buffers throughout (never a float64 copy of the volume), the model-grid stack
-(z·M·M float32) and the output volume.
+(z·H·W float32), the body mask (one byte per voxel) and the output volume.
 
 Speed (benchmarks/speed.py, docs/benchmark-speed.md): G runs ``batch_size`` slices per
 pass and F ``batch_size // 2`` windows per pass — one window at a time would send the
@@ -25,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..body import body_mask, in_plane_box
 from ..choices import DEVICE_CHOICES, PRECISIONS, REFINE_MODES
 from ..config import ModelConfig
 from ..errors import InputError
@@ -60,6 +63,10 @@ class TranslationOptions:
     )
     device: str = field(default="auto", metadata={"help": "compute device", "choices": DEVICE_CHOICES})
     batch_size: int = field(default=8, metadata={"help": "slices per generator pass"})
+    body_mask: bool = field(
+        default=True,
+        metadata={"help": "set the PET to 0 outside the patient's body found on the CT (couch, blankets, air)"},
+    )
     precision: str = field(
         default="float32",
         metadata={
@@ -118,7 +125,10 @@ def translate_volume(
     # is never copied, and the result is written straight into the CT's own voxel order.
     order = AxialOrder.of(ct)
     hu = order.view(array_view(ct))
-    grid = SliceGrid.fit(hu.shape[1:], order.spacing[1:], model.config.image_size)
+    # The grid is centred on the body; without the body mask, on the whole field of view.
+    body = body_mask(hu, order.spacing) if options.body_mask else None
+    box = in_plane_box(body) if body is not None else None
+    grid = SliceGrid.for_model(hu.shape[1:], order.spacing[1:], model.config, box)
     cfg = model.config.intensity
 
     with torch.inference_mode(), compute_precision(device, dtype):
@@ -134,7 +144,9 @@ def translate_volume(
             cancel.raise_if_cancelled()
             block = stack[first : first + options.batch_size]
             suv[first : first + len(block)] = network_to_pet(grid.from_model(block), cfg).numpy()
-        del stack, suv
+        if body is not None:
+            suv[~body] = 0.0
+        del stack, suv, body
 
     pet = image_like(stored, ct)  # exactly the CT's grid
     progress(1.0, "done")
@@ -150,10 +162,9 @@ def _translate_slices(
     progress: ProgressCallback,
     cancel: CancelToken,
 ) -> torch.Tensor:
-    """G over batches of slices: (z, y, x) HU -> (z, M, M) float32 on the CPU, in [-1, 1]."""
+    """G over batches of slices: (z, y, x) HU -> (z, H, W) float32 on the CPU, in [-1, 1]."""
     n = hu.shape[0]
-    size = model.config.image_size
-    stack = torch.empty((n, size, size), dtype=torch.float32)
+    stack = torch.empty((n, *grid.canvas), dtype=torch.float32)
     for first in range(0, n, batch_size):
         cancel.raise_if_cancelled()
         # np.array copies: a float32 CT would otherwise give a read-only view of the image buffer

@@ -86,7 +86,7 @@ def train(
     log = MetricsLog(out / "metrics.jsonl")
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
-    init = load_model(out / INIT_FILE) if train_cfg.init_from else None
+    init = load_model(out / INIT_FILE, fine_tuning=True) if train_cfg.init_from else None
     share = {"stage1": (0.0, 0.8 if "stage2" in stages else 1.0), "stage2": (0.8 if "stage1" in stages else 0.0, 1.0)}
 
     try:
@@ -171,15 +171,16 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
 
 
 def _check_init(path: str, model: ModelConfig) -> LoadedModel | None:
-    """The verified ``init_from`` model, or None; its networks must be the run's."""
+    """The verified ``init_from`` model, or None; its G and F must have the run's shapes
+    (the grid, slice size and intensity scaling may differ: that is what fine-tuning adapts)."""
     if not path:
         return None
-    init = load_model(path)
-    if init.config != model:
-        differences = "; ".join(model_differences(init.config, model))
+    init = load_model(path, fine_tuning=True)
+    if not init.config.same_networks(model):
+        differences = "; ".join(model_differences(init.config, model, ("generator", "refiner")))
         raise InputError(
             f"--init-from {Path(path).name} holds other networks than this run asks for: {differences}; "
-            "leave out --preset/--image-size/--window/--stride to use the model's own"
+            "leave out --preset to use the model's own"
         )
     return init
 
