@@ -79,7 +79,7 @@ def test_folder_without_dicom(capsys, tmp_path: Path, small_model_file: Path) ->
     folder.mkdir()
     (folder / "notes.txt").write_text("no images here")
     out = tmp_path / "pet.nrrd"
-    _assert_user_error(capsys, _translate(folder, small_model_file, out), out, "no DICOM series")
+    _assert_user_error(capsys, _translate(folder, small_model_file, out), out, "no DICOM image series")
 
 
 def test_2d_input(capsys, tmp_path: Path, small_model_file: Path) -> None:
@@ -317,7 +317,7 @@ def test_two_dicom_series_in_one_folder(capsys, tmp_path: Path, small_model_file
         w.SetFileName(str(folder / f"b_{f.name}"))
         w.Execute(piece)
     out = tmp_path / "pet.nrrd"
-    _assert_user_error(capsys, _translate(folder, small_model_file, out), out, "2 DICOM series")
+    _assert_user_error(capsys, _translate(folder, small_model_file, out), out, "2 CT image series")
 
 
 # --------------------------------------------------------------------------- real processes
