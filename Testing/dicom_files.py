@@ -145,3 +145,31 @@ def write_pet(folder: Path, image: sitk.Image, per_unit: float, **tags) -> list[
         return pixels, {"RescaleSlope": f"{slope:.10g}", "RescaleIntercept": "0"}
 
     return write_series(folder, image, PET_SOP, stored, **pet_tags(**tags))
+
+
+def sr_document(path: Path) -> None:
+    """A structured report (a dose report): DICOM without pixels."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID = "SR", generate_uid(), "1.2.3"
+    ds.save_as(path, enforce_file_format=True)
+
+
+def write_export(folder: Path, ct: sitk.Image, suv: sitk.Image) -> dict[str, str]:
+    """A flat PACS export: CT, two-view scout, PET with and without attenuation correction,
+    a dose report and a text file, all in one folder. Returns the series UIDs by role."""
+    uids = {role: generate_uid() for role in ("ct", "scout", "pet", "nac")}
+    write_ct(folder, ct, series_uid=uids["ct"], prefix="ct")
+    scout = {"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"], "SeriesDescription": "Topogram", "SeriesNumber": 1}
+    write_ct(folder, ct, series_uid=uids["scout"], prefix="sc", skip=range(2, ct.GetDepth()), **scout)
+    write_pet(folder, suv, SUV_PER_BQML, series_uid=uids["pet"], prefix="pt")
+    nac = {"CorrectedImage": ["DECY"], "SeriesDescription": "PET NAC", "SeriesNumber": 5}
+    write_pet(folder, suv, SUV_PER_BQML, series_uid=uids["nac"], prefix="nac", **nac)
+    sr_document(folder / "dose_report.dcm")
+    (folder / "README.TXT").write_text("exported from PACS")
+    return uids

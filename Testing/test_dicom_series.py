@@ -4,14 +4,12 @@ attenuation-corrected PET, and the geometry checks shared by CT and PET series."
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from dicom_files import SUV_PER_BQML, write_ct, write_pet, write_series, write_slice
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from dicom_files import SUV_PER_BQML, sr_document, write_ct, write_export, write_pet, write_series, write_slice
+from pydicom.uid import generate_uid
 
 from RegC2PLib.data.dicom_series import choose_series, find_series, read_ct_series
 from RegC2PLib.data.dicom_suv import read_pet_suv
@@ -34,34 +32,6 @@ def suv(ct) -> sitk.Image:
     image = sitk.GetImageFromArray(array)
     image.CopyInformation(ct)
     return image
-
-
-def _sr_document(path: Path) -> None:
-    """A structured report (a dose report): DICOM without pixels."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID = "SR", generate_uid(), "1.2.3"
-    ds.save_as(path, enforce_file_format=True)
-
-
-def write_export(folder: Path, ct: sitk.Image, suv: sitk.Image) -> dict[str, str]:
-    """A flat PACS export: CT, two-view scout, PET with and without attenuation correction,
-    a dose report and a text file, all in one folder. Returns the series UIDs by role."""
-    uids = {role: generate_uid() for role in ("ct", "scout", "pet", "nac")}
-    write_ct(folder, ct, series_uid=uids["ct"], prefix="ct")
-    scout = {"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"], "SeriesDescription": "Topogram", "SeriesNumber": 1}
-    write_ct(folder, ct, series_uid=uids["scout"], prefix="sc", skip=range(2, 6), **scout)
-    write_pet(folder, suv, SUV_PER_BQML, series_uid=uids["pet"], prefix="pt")
-    nac = {"CorrectedImage": ["DECY"], "SeriesDescription": "PET NAC", "SeriesNumber": 5}
-    write_pet(folder, suv, SUV_PER_BQML, series_uid=uids["nac"], prefix="nac", **nac)
-    _sr_document(folder / "dose_report.dcm")
-    (folder / "README.TXT").write_text("exported from PACS")
-    return uids
 
 
 def test_a_flat_export_gives_the_ct_and_the_attenuation_corrected_pet(tmp_path, ct, suv, assert_same_geometry) -> None:
@@ -139,7 +109,7 @@ def test_explicit_choices_that_do_not_fit(tmp_path, ct, suv) -> None:
 
 def test_a_folder_without_dicom_images(tmp_path) -> None:
     (tmp_path / "notes.txt").write_text("no images")
-    _sr_document(tmp_path / "report.dcm")
+    sr_document(tmp_path / "report.dcm")
     with pytest.raises(InputError, match="holds no DICOM image series"):
         read_image(tmp_path)
 
