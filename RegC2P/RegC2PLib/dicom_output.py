@@ -214,7 +214,7 @@ def _series_dataset(ct: DicomSeries, source: SyntheticSource, count: int, now: d
     ds = Dataset()
     for keyword in COPIED_FROM_CT:
         if keyword in first:
-            ds[keyword] = first[keyword]
+            ds.add(first.data_element(keyword))
         elif keyword in REQUIRED_EMPTY:
             setattr(ds, keyword, "")
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
@@ -267,7 +267,7 @@ def _slice_dataset(common: Dataset, ct_slice: Dataset, k: int, stored: np.ndarra
     ds.ImageIndex = k + 1
     for keyword in SLICE_GEOMETRY:
         if keyword in ct_slice:
-            ds[keyword] = ct_slice[keyword]
+            ds.add(ct_slice.data_element(keyword))
         elif keyword == "SliceThickness":
             ds.SliceThickness = ""
     reference = Dataset()
