@@ -172,11 +172,12 @@ def test_gantry_tilt_is_refused_and_said_plainly(tmp_path, make_ct, rotation_dir
 
 
 def test_multi_frame_objects_are_refused(tmp_path, ct) -> None:
-    write_slice(tmp_path / "enhanced.dcm", "1.2.840.10008.5.1.4.1.1.2.1", np.zeros((4, 5), np.uint16), Modality="CT",
-                SeriesInstanceUID=generate_uid(), NumberOfFrames=2, ImageType=["ORIGINAL", "PRIMARY"])  # fmt: skip
-    write_slice(tmp_path / "enhanced2.dcm", "1.2.840.10008.5.1.4.1.1.2.1", np.zeros((4, 5), np.uint16), Modality="CT",
-                SeriesInstanceUID=generate_uid(), NumberOfFrames=2, ImageType=["ORIGINAL", "PRIMARY"])  # fmt: skip
-    with pytest.raises(InputError, match=r"holds no CT image series, only scouts or single slices"):
+    for name in ("enhanced1.dcm", "enhanced2.dcm"):  # two enhanced CT objects of two frames each
+        tags = {"Modality": "CT", "SeriesInstanceUID": generate_uid(), "NumberOfFrames": 2, "ImageType": ["ORIGINAL", "PRIMARY"]}
+        write_slice(tmp_path / name, "1.2.840.10008.5.1.4.1.1.2.1", np.zeros((4, 5), np.uint16), **tags)
+    with pytest.raises(
+        InputError, match=r"holds no CT image series, only scouts, single slices or multi-frame .*multi-frame object of 2"
+    ):
         read_image(tmp_path)
     (found, _) = find_series(tmp_path)
     with pytest.raises(InputError, match=r"multi-frame .* of 2 frames"):

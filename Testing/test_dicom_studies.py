@@ -52,7 +52,8 @@ def test_a_dicom_tree_study_reads_like_its_nifti_study(phantoms, tmp_path, asser
     np.testing.assert_allclose(sitk.GetArrayFromImage(from_dicom.ct), sitk.GetArrayFromImage(from_nifti.ct), atol=0.5)
     reference = sitk.GetArrayFromImage(from_nifti.pet)
     np.testing.assert_allclose(sitk.GetArrayFromImage(from_dicom.pet), reference, atol=2e-3 * reference.max())
-    assert study.sources() == sorted(study.sources())  # each DICOM file once, for the cache key
+    sources = study.sources()  # for the cache key: each DICOM file once
+    assert len(sources) == len(set(sources)) == sum(1 for p in study.ct.rglob("*") if p.is_file())
 
 
 def test_study_json_chooses_among_several_series(phantoms, tmp_path) -> None:
@@ -111,3 +112,19 @@ def test_train_and_evaluate_on_pacs_exports(phantoms, tmp_path, capsys) -> None:
     assert main(argv) == 0
     figures = json.loads(scores.read_text())
     assert sorted(s["study"] for s in figures["studies"]) == ["case_0000", "case_0001", "case_0002"]
+
+
+@pytest.mark.slow
+def test_a_real_philips_study_from_its_dicom_pet(shared_data: Path, tmp_path) -> None:
+    """HN-CHUS-052 (TCIA Head-Neck-PET-CT, CC BY 3.0): the CT as a file and the raw Philips PET
+    series (counts) as the study's dicom/ tree give the PET of the SUV file on the CT grid."""
+    real = shared_data / "real"
+    for name, pet in (("from_dicom", "dicom"), ("from_file", "pet.nii.gz")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ct.nii.gz").symlink_to(real / "headneck" / "HN-CHUS-052" / "ct.nii.gz")
+        source = real / "dicom" / "HN-CHUS-052-PET" if pet == "dicom" else real / "headneck" / "HN-CHUS-052" / pet
+        (tmp_path / name / pet).symlink_to(source)
+    studies, skipped = discover_studies(tmp_path)
+    assert not skipped
+    from_dicom, from_file = (sitk.GetArrayFromImage(load_study(s).pet) for s in studies)
+    assert np.abs(from_dicom - from_file).max() <= 0.005 * from_file.max()

@@ -48,6 +48,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from . import __version__
 from .data.dicom_series import DicomSeries, SliceGeometry, series_from_files
 from .errors import InputError, RegC2PError
+from .volume_io import array_view
 
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 DICOM_SUFFIX = ".dcm"  # an output folder named *.dcm receives a DICOM series
@@ -190,7 +191,7 @@ def _on_ct_grid(pet: sitk.Image, geometry: SliceGeometry) -> np.ndarray:
             0.0,
             sitk.sitkFloat32,
         )
-    return sitk.GetArrayFromImage(sitk.Cast(pet, sitk.sitkFloat32))
+    return array_view(pet if pet.GetPixelID() == sitk.sitkFloat32 else sitk.Cast(pet, sitk.sitkFloat32))  # no copy
 
 
 def _corners(size, to_point) -> np.ndarray:

@@ -65,18 +65,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     dicom = is_dicom_output(args.out, args.format)
-    if dicom:
-        out = check_series_folder(args.out)
-        if not args.ct.is_dir():
-            raise InputError(
-                "a DICOM PET series is written into the CT's DICOM study, and this CT is not DICOM; "
-                "give the CT's DICOM folder, or write a volume file (--out pet.nii.gz)"
-            )
-    else:
-        out = check_output_path(args.out)
+    out = check_series_folder(args.out) if dicom else check_output_path(args.out)
     if args.ct.exists() and out.exists() and out.resolve() == args.ct.resolve():
         raise InputError("--out is the input CT; choose another output file (inputs are never overwritten)")
-    if args.series is not None and not args.ct.is_dir():
+    if args.ct.is_file() and dicom:
+        raise InputError(
+            "a DICOM PET series is written into the CT's DICOM study, and this CT is not DICOM; "
+            "give the CT's DICOM folder, or write a volume file (--out pet.nii.gz)"
+        )
+    if args.ct.is_file() and args.series is not None:
         raise InputError("--series chooses among the series of a DICOM folder; --ct is a volume file")
     options = TranslationOptions(args.refine, args.window, args.stride, args.device, args.batch_size, args.precision)
     source = read_ct_series(args.ct, args.series, "choose one with --series UID or --series NUMBER") if args.ct.is_dir() else None
@@ -86,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     options.window_and_stride(model.config)  # refuse bad refinement options before any work
     with progress_display(args.progress, "translate") as progress:
         pet = translate_volume(ct, model, options, progress)
-    if source is not None and dicom:
+    if dicom and source is not None:  # (a DICOM output with a file CT was refused above)
         model_name = model.path.name if model.path is not None else "unnamed model"
         write_pet_series(pet, source.series, out, SyntheticSource(model_name, model.sha256))
         what = f"DICOM PET series, {pet.GetSize()[2]} files"

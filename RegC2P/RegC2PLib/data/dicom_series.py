@@ -4,10 +4,11 @@ A PACS export or a CD holds many series in one folder or a tree of folders: the 
 PET with and without attenuation correction, scouts, dose reports. This module
 
 * finds every image series under a folder (:func:`find_series`): SimpleITK's GDCM
-  tools list the series of each folder (``ImageSeriesReader.GetGDCMSeriesIDs``, which
-  looks at one folder only, so every sub-folder is visited), pydicom reads each file's
-  header (pixels are not read) and files are grouped by ``SeriesInstanceUID`` even when
-  one series is spread over several folders;
+  tools find the folders that hold DICOM series (``ImageSeriesReader.GetGDCMSeriesIDs``,
+  which looks at one folder only, so every sub-folder is visited), pydicom reads the
+  header of each file there (pixels are not read; files that are not DICOM Part 10 are
+  skipped) and files are grouped by ``SeriesInstanceUID``, even when one series is
+  spread over several folders;
 * picks the series a role needs (:func:`choose_series`): for ``CT`` a CT image series
   of at least two slices that is not a scout (``ImageType`` LOCALIZER); for ``PT`` the
   same for PET, and attenuation-corrected (``CorrectedImage`` contains ATTN) — a PET
@@ -117,7 +118,9 @@ class DicomSeries:
     def label(self) -> str:
         """``UID 'description' (series N, MODALITY, K slices)`` for listings."""
         number = f"series {self.number}, " if self.number else ""
-        return f"{self.uid}{self._described} ({number}{self.modality}, {len(self.headers)} slices)"
+        frames = int(self.headers[0].get("NumberOfFrames", 1) or 1)
+        count = f"{len(self.headers)} slices" if frames == 1 else f"{len(self.headers)} multi-frame object of {frames} frames"
+        return f"{self.uid}{self._described} ({number}{self.modality}, {count})"
 
     def geometry(self) -> SliceGeometry:
         """The volume grid of the slices; :class:`InputError` naming the problem when
@@ -150,10 +153,10 @@ def find_series(root: str | os.PathLike[str]) -> list[DicomSeries]:
     try:
         for folder, subfolders, names in os.walk(root):
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-            if not names:
-                continue
-            for series_id in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder):
-                files.extend(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, series_id))
+            # One GDCM scan says whether the folder holds a series; asking GDCM for each series' file
+            # names would scan the folder again per series, so pydicom groups the files instead.
+            if names and sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder):
+                files.extend(os.path.join(folder, name) for name in sorted(names))
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
     return series_from_files(files)
@@ -162,7 +165,7 @@ def find_series(root: str | os.PathLike[str]) -> list[DicomSeries]:
 def series_from_files(paths: Iterable[str | os.PathLike[str]]) -> list[DicomSeries]:
     """Group DICOM image files into series by ``SeriesInstanceUID`` (headers only)."""
     groups: dict[str, list[Dataset]] = {}
-    for path in dict.fromkeys(str(p) for p in paths):  # GDCM may list a file under two IDs
+    for path in dict.fromkeys(str(p) for p in paths):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError):
@@ -223,12 +226,15 @@ def _position(ds: Dataset) -> np.ndarray | None:
 
 
 def _sorted_slices(headers: list[Dataset]) -> list[Dataset]:
+    """Along the slice normal (by InstanceNumber, then file name, where positions are equal or missing)."""
     normal = _normal(headers[0])
     positions = [_position(ds) for ds in headers]
-    if normal is not None and all(p is not None for p in positions):
-        order = np.argsort([float(p @ normal) for p in positions], kind="stable")  # type: ignore[operator]
-        return [headers[i] for i in order]
-    return sorted(headers, key=lambda ds: int(ds.get("InstanceNumber", 0) or 0))
+    known = normal is not None and all(p is not None for p in positions)
+    along = [float(p @ normal) if known else 0.0 for p in positions]  # type: ignore[operator]
+    order = sorted(
+        range(len(headers)), key=lambda i: (along[i], int(headers[i].get("InstanceNumber", 0) or 0), str(headers[i].filename))
+    )
+    return [headers[i] for i in order]
 
 
 # --------------------------------------------------------------------------- choice
@@ -299,7 +305,8 @@ def _qualifying(found: Sequence[DicomSeries], role: str, where: str, how_to_choo
         )
     if of_role:
         raise InputError(
-            f"{where} holds no {name} image series, only scouts or single slices ({_listing(of_role)}); add the {name} series"
+            f"{where} holds no {name} image series, only scouts, single slices or multi-frame objects ({_listing(of_role)}); "
+            f"add the {name} series (convert a multi-frame one to a volume file first)"
         )
     raise InputError(f"{where} holds no {name} series (it holds: {_listing(found)}); add the {name} series")
 
