@@ -125,6 +125,7 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
         self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onOpacityChanged)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.updateModelInfo)
 
@@ -267,6 +268,22 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             windowTitle=_("RegC2P model"),
         )
         self.updateModelInfo()
+
+    def onExportDicom(self) -> None:
+        """Write the output PET as a DICOM series in the CT's study, into a folder the user picks."""
+        node = self._parameterNode
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Export the synthetic PET as DICOM into"))
+        if not folder:
+            return
+        try:
+            from RegC2PSlicer.dicom_export import export_pet_dicom
+
+            with slicer.util.WaitCursor():
+                written = export_pet_dicom(node.outputVolume, node.inputVolume, folder)
+        except Exception as exc:
+            self._showError(_("DICOM export failed"), exc)
+            return
+        self.ui.statusLabel.text = _("Wrote the DICOM series {folder}").format(folder=written)
 
     def onApplyButton(self) -> None:
         if self._job is not None:
