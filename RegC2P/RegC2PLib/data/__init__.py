@@ -3,6 +3,10 @@
 * :mod:`.phantom` — ``PhantomConfig``, ``generate_case``, ``write_dataset`` (``regc2p phantom``);
   built from :mod:`.phantom_grid`, :mod:`.phantom_anatomy`, :mod:`.phantom_lesions`,
   :mod:`.pet_physics` and :mod:`.misalignment`.
+* :mod:`.anatomy_phantom` — ``AnatomyPhantomConfig``, ``generate_anatomy_case``, ``AnatomyMaker``
+  (``regc2p phantom --anatomy``): synthetic patients made from real CTs with organ labels;
+  built from :mod:`.anatomy_source` (label folders), :mod:`.anatomy_roles`, :mod:`.random_warp`,
+  :mod:`.ct_look` and :mod:`.anatomy_lesions`, with the PET physics and misalignment above.
 * :mod:`.studies` — ``discover_studies``, ``load_study`` (CT in HU, PET in SUVbw on the CT grid).
 * :mod:`.dicom_suv` — ``read_pet_suv`` (SUVbw from PET DICOM headers), ``read_ct_hu``.
 * :mod:`.split` — ``split_studies``, ``write_manifest``, ``read_manifest``, ``select``.
