@@ -18,7 +18,7 @@ from RegC2PLib.data.anatomy_phantom import (
     load_anatomies,
 )
 from RegC2PLib.data.anatomy_roles import Role
-from RegC2PLib.data.anatomy_source import load_anatomy
+from RegC2PLib.data.anatomy_source import body_mask, load_anatomy
 from RegC2PLib.data.phantom import case_seed
 from RegC2PLib.data.phantom_anatomy import Tissue
 from RegC2PLib.data.random_warp import WarpSettings, draw_warp
@@ -141,6 +141,44 @@ def test_roles_from_names_and_density(anatomy) -> None:
     wall_x = np.nonzero(roles == Role.MYOCARDIUM)[2]
     assert heart.sum() > 0 and (roles == Role.HEART_BLOOD).any() and wall_x.mean() > 26  # wall on the patient's left
     assert roles[0, 0, 0] == Role.OUTSIDE
+
+
+def test_body_mask_keeps_limbs_and_drops_the_couch() -> None:
+    """Two thighs (only one labelled, both with a femur) resting on a couch shell 8 mm thick:
+    both legs are the patient, the couch is not."""
+    shape = (6, 60, 80)
+    _, j, i = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    hu = np.full(shape, -1000.0, np.float32)
+    for cx in (22, 58):
+        hu[np.broadcast_to(((j - 25) / 16.0) ** 2 + ((i - cx) / 15.0) ** 2 <= 1.0, shape)] = 40.0
+        hu[np.broadcast_to(((j - 25) / 3.0) ** 2 + ((i - cx) / 3.0) ** 2 <= 1.0, shape)] = 900.0
+    hu[:, 41:43, 5:75] = 60.0  # couch shell, touching the legs
+    labelled = np.zeros(shape, bool)
+    labelled[:, 25, 22] = True
+    body = body_mask(hu, (5.0, 4.0, 4.0), labelled)
+    assert body[:, 25, 58].all() and body[:, 25, 22].all()
+    assert not body[:, 42, 40].any() and not body[:, 42, 8].any()
+
+
+def test_brain_label_becomes_grey_white_matter_and_csf(tmp_path: Path) -> None:
+    shape = (12, 40, 40)
+    k, j, i = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    r = np.sqrt(((k - 6) * 5.0 / 4.0) ** 2 + (j - 20.0) ** 2 + (i - 20.0) ** 2)  # mm / 4
+    hu = np.where(r <= 17, 700.0, -1000.0)  # skull
+    hu[r <= 15] = 28.0  # white matter
+    hu[(r <= 15) & (r > 13.5)] = 40.0  # cortex
+    hu[_ellipsoid(shape, (6, 20, 20), (2, 3, 5))] = 8.0  # ventricles
+    labels = np.where(r <= 15, 90, np.where(r <= 17, 91, 0)).astype(np.uint8)
+    folder = tmp_path / "head"
+    folder.mkdir()
+    for array, name in ((hu.astype(np.int16), "ct.nii.gz"), (labels, "labels.nii.gz")):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((4.0, 4.0, 5.0))
+        sitk.WriteImage(image, str(folder / name))
+    (folder / "label_names.json").write_text('{"90": "brain", "91": "skull"}')
+    roles = load_anatomy(folder).roles
+    assert roles[6, 20, 20] == Role.CSF and roles[6, 20, 9] == Role.BRAIN_WHITE and roles[6, 20, 6] == Role.BRAIN_GRAY
+    assert roles[6, 20, 4] == Role.BONE_CORTEX
 
 
 def test_per_structure_layout_gives_the_same_phantom(tmp_path: Path, anatomy) -> None:

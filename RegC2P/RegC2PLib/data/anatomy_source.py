@@ -53,6 +53,9 @@ LABEL_NAMES = "label_names.json"
 SEGMENTATIONS = "segmentations"
 BODY_HU = -400.0  # body and couch: denser than this; outside: air and foam mattress
 _OPENING_MM = 4.0  # cuts the body from thin couch shells and blankets
+_LIMB_BONE_FRACTION = 0.02  # a limb holds bone (couches do not); metal fittings are denser than bone
+_LIMB_MIN_FRACTION = 0.01
+_BONE_MAX_HU = 2000.0
 _HEART_WALL_MM = 10.0
 _CORTEX_RIBBON_MM = 4.0
 _MIN_CHECK_VOXELS = 30
@@ -277,8 +280,9 @@ def _name_roles(labels: np.ndarray, names: dict[int, str]) -> tuple[np.ndarray, 
 
 def body_mask(hu: np.ndarray, spacing: tuple[float, float, float], labelled: np.ndarray) -> np.ndarray:
     """The patient (bool, (z, y, x) axial): voxels above -400 HU, opened in-plane by 4 mm so
-    thin couch shells and blankets come apart, the largest connected part plus any part
-    holding labelled voxels, grown back to the skin and filled slice by slice (lungs, gas)."""
+    thin couch shells and blankets come apart; of the connected parts, the largest, any part
+    holding labelled voxels and any limb (a part with bone in it: arms beside the trunk, the
+    other leg of a thigh scan), grown back to the skin and filled slice by slice (lungs, gas)."""
     dense = hu > BODY_HU
     r = [max(1, round(_OPENING_MM / s)) for s in spacing[1:]]
     yy, xx = np.ogrid[-r[0] : r[0] + 1, -r[1] : r[1] + 1]
@@ -287,9 +291,10 @@ def body_mask(hu: np.ndarray, spacing: tuple[float, float, float], labelled: np.
     parts, n = ndimage.label(opened)
     if n == 0:
         return labelled.copy()
-    sizes = np.bincount(parts.ravel())
+    sizes = np.bincount(parts.ravel(), minlength=n + 1)
     sizes[0] = 0
-    keep = np.zeros(n + 1, bool)
+    bone = np.bincount(parts[(hu >= CORTEX_FROM_HU) & (hu <= _BONE_MAX_HU)], minlength=n + 1)
+    keep = (bone >= _LIMB_BONE_FRACTION * sizes) & (sizes >= _LIMB_MIN_FRACTION * sizes.max())
     keep[int(np.argmax(sizes))] = True
     keep[np.unique(parts[labelled])] = True
     keep[0] = False
