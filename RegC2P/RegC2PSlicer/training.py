@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import SimpleITK as sitk
 import slicer
@@ -107,7 +107,8 @@ class TrainingPair:
         return {role: node for role, node in found.items() if node is not None or role != "pet_aligned"}
 
 
-PairLike = TrainingPair | Sequence[Any]
+# typing.Union: this alias is evaluated at import, and Slicer 5.8's Python 3.9 has no `X | Y` for types.
+PairLike = Union[TrainingPair, Sequence[Any]]
 
 
 def as_pairs(pairs: Iterable[PairLike]) -> list[TrainingPair]:

@@ -298,7 +298,7 @@ class SliceDataset(_StudyDataset):
     def lesion_samples(self) -> np.ndarray:
         """Indices of the samples whose slice shows a lesion (only studies with a lesion map count)."""
         found, start = [], 0
-        for study, end in zip(self.studies, self._ends, strict=True):
+        for study, end in zip(self.studies, self._ends):  # same length by construction
             lesions = study.open_arrays(("lesions",)).get("lesions")
             if lesions is not None:
                 found.append(start + np.flatnonzero(lesions[study.valid[0] : study.valid[1]].any(axis=(1, 2))))
