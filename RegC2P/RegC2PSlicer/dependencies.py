@@ -2,7 +2,7 @@
 
 * ``torch`` comes from Slicer's PyTorch extension (``PyTorchUtils``), which picks the
   build for the computer's GPU; it is never pip-installed here.
-* SimpleITK and numpy ship with Slicer and are never pip-installed.
+* What Slicer bundles (:data:`SLICER_BUNDLED`) is never pip-installed.
 * The rest (``Resources/requirements.txt``: safetensors, tqdm) is installed with
   ``slicer.pydeps.pip_ensure`` (Slicer ≥ 5.11) or ``slicer.util.pip_install``.
 """
@@ -18,8 +18,11 @@ from RegC2PLib.errors import CancelledError, RegC2PError, one_line
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
 TORCH_REQUIREMENT = ">=2.2"
+# The Python packages Slicer 5.8 and 5.10 ship with (their SuperBuild); code that runs inside
+# Slicer may use these, torch (PyTorch extension) and Resources/requirements.txt, nothing else.
+SLICER_BUNDLED = ("numpy", "scipy", "SimpleITK", "pydicom", "packaging", "requests")
 # Provided by Slicer or by the PyTorch extension: never pip-install these into Slicer.
-NEVER_PIP = ("torch", "SimpleITK", "numpy")
+NEVER_PIP = ("torch", *SLICER_BUNDLED)
 
 Confirm = Callable[[str], bool]
 

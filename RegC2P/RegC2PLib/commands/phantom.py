@@ -6,8 +6,6 @@ import argparse
 import os
 import time
 
-from ..data.phantom import PhantomConfig, write_dataset
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -67,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    from ..data.phantom import PhantomConfig, write_dataset
 
     config = PhantomConfig(
         shape=tuple(args.shape),

@@ -8,10 +8,9 @@ import signal
 import sys
 from pathlib import Path
 
+from ..choices import DEVICE_CHOICES
 from ..config import PRESETS, ModelConfig, preset
 from ..errors import InputError
-from ..inference.device import DEVICE_CHOICES
-from ..model_file import read_config
 from ..training.config import (
     ADVERSARIAL_LOSSES,
     KEEP_CHOICES,
@@ -22,8 +21,6 @@ from ..training.config import (
     TrainConfig,
     resume_overrides,
 )
-from ..training.loop import StopRequest, TrainingStopped
-from ..training.runner import RunOptions, train
 from .progress_display import add_progress_option, progress_display
 
 _DEFAULTS = TrainConfig()
@@ -93,6 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, dict[str, object]]:
     """Model and training configs from the options, plus the options a resumed run may change."""
+    from ..model_file import read_config
+
     from_init = args.init_from and not args.preset  # fine-tuning keeps the model's own networks
     model_cfg = read_config(args.init_from) if from_init else preset(args.preset or "small")
     changes = {}
@@ -133,6 +132,9 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, dict[s
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.loop import StopRequest, TrainingStopped
+    from ..training.runner import RunOptions, train
+
     try:
         model_cfg, train_cfg, overrides = _configs(args)
     except ValueError as exc:

@@ -6,12 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..choices import DEVICE_CHOICES, PRECISIONS, REFINE_MODES
 from ..errors import InputError
-from ..inference import REFINE_MODES, TranslationOptions, translate_volume
-from ..inference.acceleration import PRECISIONS
-from ..inference.device import DEVICE_CHOICES
-from ..model_file import load_model, require_bundled_model
-from ..volume_io import check_ct, check_output_path, read_image, write_image
 from .progress_display import add_progress_option, progress_display
 
 
@@ -42,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference import TranslationOptions, translate_volume
+    from ..model_file import load_model, require_bundled_model
+    from ..volume_io import check_ct, check_output_path, read_image, write_image
+
     out = check_output_path(args.out)
     if args.ct.exists() and out.exists() and out.resolve() == args.ct.resolve():
         raise InputError("--out is the input CT; choose another output file (inputs are never overwritten)")
