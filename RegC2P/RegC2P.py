@@ -393,18 +393,22 @@ class RegC2PLogic(ScriptedLoadableModuleLogic):
         return import_model(path)
 
     def settingsFromParameterNode(self, node):
-        from RegC2PSlicer.processing import RunSettings
-
         model = str(node.modelFile) if str(node.modelFile) not in ("", ".") else None
+        return self._settings(
+            model, node.refine, node.window, node.stride, node.device, node.opacity, node.petColor, (node.suvMin, node.suvMax)
+        )
+
+    @staticmethod
+    def _settings(model, refine, window, stride, device, opacity, petColor, suvWindow, showResult=True):
+        """RunSettings from the panel's or the console's values (window/stride 0 or None: the model's)."""
+        from RegC2PLib.inference import TranslationOptions
+        from RegC2PSlicer.processing import PetDisplay, RunSettings
+
         return RunSettings(
             model=model,
-            refine=node.refine,
-            window=node.window or None,
-            stride=node.stride or None,
-            device=node.device,
-            opacity=node.opacity,
-            color=node.petColor,
-            suv_window=(node.suvMin, node.suvMax),
+            translation=TranslationOptions(refine=refine, window=window or None, stride=stride or None, device=device),
+            display=PetDisplay(color=petColor, suv_window=tuple(suvWindow), opacity=opacity),
+            show=showResult,
         )
 
     def startBackground(self, inputVolume, outputVolume, settings):
@@ -438,9 +442,9 @@ class RegC2PLogic(ScriptedLoadableModuleLogic):
         job (``job.cancel()`` stops it and restores the scene).
         """
         self.ensureDependencies()
-        from RegC2PSlicer.processing import RunSettings, process
+        from RegC2PSlicer.processing import process
 
-        settings = RunSettings(model, refine, window, stride, device, 8, opacity, petColor, tuple(suvWindow), showResult)
+        settings = self._settings(model, refine, window, stride, device, opacity, petColor, suvWindow, showResult)
         if waitForCompletion:
             return process(inputVolume, outputVolume, settings, progress=progress)
         job = self.startBackground(inputVolume, outputVolume, settings)

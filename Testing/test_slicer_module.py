@@ -27,7 +27,7 @@ from RegC2PLib.progress import CancelToken  # noqa: E402
 from RegC2PSlicer import models, output, processing, volumes  # noqa: E402
 from RegC2PSlicer.dependencies import missing_requirements, requirements  # noqa: E402
 from RegC2PSlicer.headless import SLICE_VIEWS, HeadlessScene  # noqa: E402
-from RegC2PSlicer.processing import BackgroundTranslation, JobState, RunSettings  # noqa: E402
+from RegC2PSlicer.processing import BackgroundTranslation, JobState, PetDisplay, RunSettings  # noqa: E402
 from RegC2PSlicer.scene_state import SceneSnapshot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def ct_node(headless, oblique_ct):
 
 @pytest.fixture
 def settings(small_model_file) -> RunSettings:
-    return RunSettings(model=str(small_model_file), refine="overlap")
+    return RunSettings(model=str(small_model_file))
 
 
 def matrix(node) -> np.ndarray:
@@ -146,9 +146,8 @@ def test_running_twice_replaces_the_output_content_only(headless, ct_node, setti
     first = processing.process(ct_node, None, settings)
     count = headless.GetNumberOfNodes()
     ct_before = slicer.util.arrayFromVolume(ct_node).copy()
-    second = processing.process(
-        ct_node, first, RunSettings(settings.model, refine="none", opacity=0.8, color="PET-Rainbow2", suv_window=(1.0, 6.0))
-    )
+    display = PetDisplay("PET-Rainbow2", (1.0, 6.0), opacity=0.8)
+    second = processing.process(ct_node, first, RunSettings(settings.model, TranslationOptions("none"), display))
     assert second is first and headless.GetNumberOfNodes() == count
     assert first.GetAttribute("RegC2P.Refine") == "none"
     assert first.GetDisplayNode().GetColorNodeID() == "vtkMRMLPETProceduralColorNodePET-Rainbow2"
@@ -160,9 +159,9 @@ def test_output_cannot_be_the_ct_and_settings_are_checked_first(ct_node, setting
     with pytest.raises(InputError, match="the CT itself"):
         processing.process(ct_node, ct_node, settings)
     with pytest.raises(InputError, match="SUV window"):
-        processing.process(ct_node, None, RunSettings(settings.model, suv_window=(5.0, 5.0)))
+        processing.process(ct_node, None, RunSettings(settings.model, display=PetDisplay(suv_window=(5.0, 5.0))))
     with pytest.raises(InputError, match="PET colour"):
-        processing.process(ct_node, None, RunSettings(settings.model, color="Rainbow"))
+        processing.process(ct_node, None, RunSettings(settings.model, display=PetDisplay(color="Rainbow")))
 
 
 def test_cancel_leaves_the_scene_exactly_as_it_was(headless, ct_node, settings):
@@ -180,7 +179,8 @@ def test_cancel_leaves_the_scene_exactly_as_it_was(headless, ct_node, settings):
             token.cancel()
 
     with pytest.raises(CancelledError):
-        processing.process(ct_node, previous, RunSettings(settings.model, refine="none"), progress=cancel_midway, cancel=token)
+        unrefined = RunSettings(settings.model, TranslationOptions("none"))
+        processing.process(ct_node, previous, unrefined, progress=cancel_midway, cancel=token)
     with pytest.raises(CancelledError):
         processing.process(ct_node, None, settings, progress=cancel_midway, cancel=token)  # would add a node
     assert headless.GetNumberOfNodes() == count
@@ -220,7 +220,7 @@ def _read_mrb(path: Path, folder: Path) -> HeadlessScene:
 
 
 def test_scene_saved_as_mrb_reads_back_with_everything_in_place(headless, ct_node, settings, tmp_path):
-    pet_node = processing.process(ct_node, None, RunSettings(settings.model, opacity=0.35))
+    pet_node = processing.process(ct_node, None, RunSettings(settings.model, display=PetDisplay(opacity=0.35)))
     pet_values, ct_matrix = slicer.util.arrayFromVolume(pet_node).copy(), matrix(ct_node)
     for node in (ct_node, pet_node):
         node.AddDefaultStorageNode()
@@ -279,8 +279,8 @@ def test_background_job_cancel_then_run_to_completion(headless, ct_node, setting
 def test_background_job_reports_the_workers_one_line_error(headless, ct_node, settings):
     count = headless.GetNumberOfNodes()
     with pytest.raises(InputError, match="stride"):
-        BackgroundTranslation(ct_node, None, RunSettings(settings.model, window=3, stride=5)).start()
-    job = BackgroundTranslation(ct_node, None, RunSettings(settings.model, device="cuda"))
+        BackgroundTranslation(ct_node, None, RunSettings(settings.model, TranslationOptions(window=3, stride=5))).start()
+    job = BackgroundTranslation(ct_node, None, RunSettings(settings.model, TranslationOptions(device="cuda")))
     job.start()
     state = job.wait(timeout=120)
     if state.state == "succeeded":
@@ -407,7 +407,7 @@ def test_sample_phantom_loads_under_a_study_and_translates(headless, settings):
     assert pet_node.GetDisplayNode().GetColorNodeID() == HEAT
     assert float(slicer.util.arrayFromVolume(pet_node).max()) > 1.0  # SUV, with uptake
     assert study_of(ct_node) == study_of(pet_node) == "Synthetic PET/CT"
-    synthetic = processing.process(ct_node, None, RunSettings(settings.model, refine="none"))
+    synthetic = processing.process(ct_node, None, RunSettings(settings.model, TranslationOptions("none")))
     assert study_of(synthetic) == "Synthetic PET/CT"
     assert THUMBNAIL.is_file()
 

@@ -30,10 +30,6 @@ class ModelChoice:
     path: Path
     bundled: bool
 
-    @property
-    def label(self) -> str:
-        return f"{self.path.stem} ({'bundled' if self.bundled else 'user'})"
-
 
 @dataclass(frozen=True)
 class ImportedModel:

@@ -18,33 +18,25 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
 import slicer
 
 from RegC2PLib.errors import InputError, RegC2PError, one_line
-from RegC2PLib.inference import REFINE_MODES, TranslationOptions, translate_volume
+from RegC2PLib.inference import TranslationOptions, translate_volume
 from RegC2PLib.model_file import LoadedModel, file_sha256, load_model, read_config
 from RegC2PLib.progress import CancelToken, ProgressCallback, no_progress
 from RegC2PLib.volume_io import check_ct
 
 from .background import MODULE_DIR, JobState, WorkerProcess, python_executable, wait_for
 from .models import resolve_model_path
-from .output import (
-    DEFAULT_OPACITY,
-    DEFAULT_PET_COLOR,
-    DEFAULT_SUV_WINDOW,
-    check_output_node,
-    pet_color_node_id,
-    show_pet,
-    store_pet,
-)
+from .output import PetDisplay, check_output_node, show_pet, store_pet
 from .scene_state import SceneSnapshot
 from .volumes import check_scalar_volume, image_from_volume_node
 
-__all__ = ["MODULE_DIR", "BackgroundTranslation", "JobState", "RunSettings", "process", "python_executable"]
+__all__ = ["MODULE_DIR", "BackgroundTranslation", "JobState", "PetDisplay", "RunSettings", "process", "python_executable"]
 
 
 @dataclass(frozen=True)
@@ -52,48 +44,28 @@ class RunSettings:
     """Everything a run needs besides the CT and output nodes.
 
     ``model``: a model file path, or ``None`` for the default model (bundled, else the
-    user's first). ``window``/``stride`` ``None`` (or 0 from the panel) mean the model's
-    values. ``suv_window`` is the display window in SUV; ``opacity`` the fusion opacity.
+    user's first). ``translation``: the library's translation options (refinement,
+    window/stride — ``None`` means the model's —, device, batch size, precision), checked
+    against the model before any work. ``display``: how the PET is shown; ``show``
+    False leaves the slice views and the PET's display alone.
     """
 
     model: str | os.PathLike[str] | None = None
-    refine: str = "overlap"
-    window: int | None = None
-    stride: int | None = None
-    device: str = "auto"
-    batch_size: int = 8
-    opacity: float = DEFAULT_OPACITY
-    color: str = DEFAULT_PET_COLOR
-    suv_window: tuple[float, float] = DEFAULT_SUV_WINDOW
+    translation: TranslationOptions = field(default_factory=TranslationOptions)
+    display: PetDisplay = field(default_factory=PetDisplay)
     show: bool = True
 
-    def options(self) -> TranslationOptions:
-        return TranslationOptions(self.refine, self.window or None, self.stride or None, self.device, self.batch_size)
-
-    def check(self) -> None:
-        """Refuse bad display settings and refinement modes before any long work."""
-        if self.refine not in REFINE_MODES:
-            raise InputError(f"unknown refinement {self.refine!r}; choose one of {', '.join(REFINE_MODES)}")
-        pet_color_node_id(self.color)
-        low, high = self.suv_window
-        if not low < high:
-            raise InputError(f"SUV window {low:g}..{high:g} is empty; the lower value must be below the upper one")
-        if not 0.0 <= self.opacity <= 1.0:
-            raise InputError(f"fusion opacity {self.opacity:g} is outside 0..1")
-
     def cli_arguments(self) -> list[str]:
-        """The ``regc2p translate`` options for these settings (without --ct/--model/--out)."""
-        options = self.options()
-        args = ["--refine", options.refine, "--device", options.device, "--batch-size", str(options.batch_size)]
-        if options.window is not None:
-            args += ["--window", str(options.window)]
-        if options.stride is not None:
-            args += ["--stride", str(options.stride)]
-        return args
+        """The ``regc2p translate`` options for :attr:`translation` (one ``--field-name value`` per set field)."""
+        arguments = []
+        for name, value in asdict(self.translation).items():
+            if value is not None:
+                arguments += [f"--{name.replace('_', '-')}", str(value)]
+        return arguments
 
 
 def _provenance(model_path: Path | None, sha256: str, settings: RunSettings) -> dict[str, str]:
-    options = settings.options()
+    options = settings.translation
     return {
         "Model": model_path.name if model_path else "(in memory)",
         "ModelSHA256": sha256,
@@ -106,7 +78,7 @@ def _provenance(model_path: Path | None, sha256: str, settings: RunSettings) -> 
 def _finish(ct_node, output_node, pet: sitk.Image, settings: RunSettings, provenance: dict[str, str]):
     node = store_pet(ct_node, pet, output_node, provenance)
     if settings.show:
-        show_pet(ct_node, node, settings.opacity, settings.color, settings.suv_window)
+        show_pet(ct_node, node, settings.display)
     return node
 
 
@@ -127,7 +99,7 @@ def process(
     progress = progress or no_progress
     check_scalar_volume(ct_node)
     check_output_node(ct_node, output_node)
-    settings.check()
+    settings.display.check()
     if loaded_model is None:
         model_path = resolve_model_path(settings.model)
         progress(0.0, f"loading model {model_path.name}")
@@ -135,7 +107,7 @@ def process(
     snapshot = SceneSnapshot.capture(ct_node.GetScene(), (output_node,))
     try:
         ct = image_from_volume_node(ct_node)
-        pet = translate_volume(ct, loaded_model, settings.options(), progress, cancel)
+        pet = translate_volume(ct, loaded_model, settings.translation, progress, cancel)
         if cancel is not None:
             cancel.raise_if_cancelled()
         return _finish(ct_node, output_node, pet, settings, _provenance(loaded_model.path, loaded_model.sha256, settings))
@@ -164,10 +136,10 @@ class BackgroundTranslation:
         """Check the inputs, write the CT to a temporary file and start the worker process."""
         check_scalar_volume(self.ct_node)
         check_output_node(self.ct_node, self.output_node)
-        self.settings.check()
+        self.settings.display.check()
         self._model_path = resolve_model_path(self.settings.model)
         config = read_config(self._model_path)  # a one-line error now for a missing or foreign file
-        self.settings.options().window_and_stride(config)
+        self.settings.translation.window_and_stride(config)
         ct = image_from_volume_node(self.ct_node)
         check_ct(ct)
         self._model_sha256 = file_sha256(self._model_path)

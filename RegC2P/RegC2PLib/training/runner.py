@@ -49,15 +49,17 @@ INIT_FILE = "init.safetensors"
 class RunOptions:
     """What ``regc2p train`` and the RegC2PTraining module ask for.
 
-    On ``resume`` the model and training config come from ``out/run.json``; only the
-    fields named in ``resume_overrides`` (e.g. ``max_steps``, ``stage``) are replaced,
-    and each resume is appended to the ``resumes`` list of ``run.json``.
+    A new run needs ``data``, ``model`` and ``train``. On ``resume`` the model and
+    training config come from ``out/run.json`` (``data``, ``model`` and ``train`` are
+    not needed and not used); only the fields named in ``resume_overrides`` (e.g.
+    ``max_steps``, ``stage``) are replaced, and each resume is appended to the
+    ``resumes`` list of ``run.json``.
     """
 
     data: Path | None
     out: Path
-    model: ModelConfig
-    train: TrainConfig
+    model: ModelConfig | None = None
+    train: TrainConfig | None = None
     resume: bool = False
     command: str = ""
     resume_overrides: dict[str, Any] = field(default_factory=dict)
@@ -146,6 +148,8 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
         return model_cfg, train_cfg, Path(saved["data"])
     if options.data is None:
         raise InputError("--data is required for a new run; give a dataset folder")
+    if options.model is None or options.train is None:
+        raise InputError("a new run needs a model and a training configuration; give both (or resume an existing run)")
     if not options.data.is_dir():
         raise InputError(f"dataset folder {options.data} does not exist")
     if out.exists() and any(out.iterdir()):

@@ -41,8 +41,9 @@ from RegC2PSlicer.scene_bundle import write_scene  # noqa: E402
 from RegC2PSlicer.volumes import add_volume_node, image_from_volume_node  # noqa: E402
 
 try:  # torch: inside Slicer it comes from the PyTorch extension
+    from RegC2PLib.inference import TranslationOptions
     from RegC2PLib.model_file import load_model
-    from RegC2PSlicer.processing import RunSettings, process
+    from RegC2PSlicer.processing import PetDisplay, RunSettings, process
 except ImportError as exc:
     print(f"regc2p: error: {exc}; in Slicer, install the PyTorch extension (and open the RegC2P module once)", file=sys.stderr)
     if hasattr(slicer, "app"):
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, help="slices per refiner window s (default: the model's)")
     p.add_argument("--stride", type=int, help="window offset k (default: the model's)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
-    p.add_argument("--batch-size", type=int, default=8, help="slices per generator pass")
+    p.add_argument("--batch-size", type=int, default=TranslationOptions().batch_size, help="slices per generator pass")
     p.add_argument("--opacity", type=float, default=DEFAULT_OPACITY, help="fusion opacity saved in the scene")
     p.add_argument("--color", choices=PET_COLORS, default=DEFAULT_PET_COLOR, help="PET colour table")
     p.add_argument("--suv-window", type=float, nargs=2, default=DEFAULT_SUV_WINDOW, metavar=("LOW", "HIGH"), help="SUV window")
@@ -139,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"{args.ct} holds no CT volume files or DICOM folders")
         model_path = resolve_model_path(args.model)
         model = load_model(model_path)
-        settings = RunSettings(
-            str(model_path), args.refine, args.window, args.stride, args.device, args.batch_size,
-            args.opacity, args.color, tuple(args.suv_window), True,
-        )  # fmt: skip
-        settings.check()
+        translation = TranslationOptions(
+            refine=args.refine, window=args.window, stride=args.stride, device=args.device, batch_size=args.batch_size
+        )
+        translation.window_and_stride(model.config)
+        display = PetDisplay(color=args.color, suv_window=tuple(args.suv_window), opacity=args.opacity)
+        display.check()
+        settings = RunSettings(model=str(model_path), translation=translation, display=display)
     except RegC2PError as exc:
         print(f"regc2p: error: {exc}", file=sys.stderr)
         return 2
