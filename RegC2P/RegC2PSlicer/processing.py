@@ -36,6 +36,9 @@ from .output import PetDisplay, check_output_node, show_pet, store_pet
 from .scene_state import SceneSnapshot
 from .volumes import check_scalar_volume, image_from_volume_node
 
+# Created in the job's folder to stop the worker cleanly (``regc2p translate --stop-file``).
+STOP_FILE = "STOP"
+
 __all__ = ["MODULE_DIR", "BackgroundTranslation", "JobState", "PetDisplay", "RunSettings", "process", "python_executable"]
 
 
@@ -150,7 +153,8 @@ class BackgroundTranslation:
             sitk.WriteImage(ct, str(ct_file), False)
             del ct
             arguments = ["translate", "--ct", str(ct_file), "--model", str(self._model_path)]
-            arguments += ["--out", str(self._workdir / "pet.nrrd"), "--progress", "jsonl", *self.settings.cli_arguments()]
+            arguments += ["--out", str(self._workdir / "pet.nrrd"), "--stop-file", str(self._workdir / STOP_FILE)]
+            arguments += ["--progress", "jsonl", *self.settings.cli_arguments()]
             self._worker = WorkerProcess(arguments, self._workdir, "translation", self.python)
             self._worker.start()
         except BaseException:
@@ -177,6 +181,7 @@ class BackgroundTranslation:
         if self._state.finished:
             return
         if self._worker is not None:
+            (self._workdir / STOP_FILE).touch()  # stops a worker the kill below cannot reach, between batches
             self._worker.terminate()
         if self._snapshot is not None:
             self._snapshot.restore()

@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="float32 (default) or bfloat16 (autocast: faster on GPUs and CPUs with native bfloat16, "
         "but up to about 0.5 SUV from float32; for quick previews)",
     )
+    p.add_argument(
+        "--stop-file",
+        type=Path,
+        metavar="PATH",
+        help="stop cleanly, writing nothing, once PATH exists or its folder is removed (for GUIs running this in the background)",
+    )
     add_progress_option(p)
     p.set_defaults(func=run)
 
@@ -40,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..inference import TranslationOptions, translate_volume
     from ..model_file import load_model, require_bundled_model
+    from ..progress import StopFile
     from ..volume_io import check_ct, check_output_path, read_image, write_image
 
     out = check_output_path(args.out)
@@ -51,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model or require_bundled_model())
     options.window_and_stride(model.config)  # refuse bad refinement options before any work
     with progress_display(args.progress, "translate") as progress:
-        pet = translate_volume(ct, model, options, progress)
+        pet = translate_volume(ct, model, options, progress, StopFile(args.stop_file) if args.stop_file else None)
     write_image(pet, out)
     if args.progress != "jsonl":
         print(f"wrote {out} ({'x'.join(map(str, pet.GetSize()))} voxels, SUV)", file=sys.stderr)

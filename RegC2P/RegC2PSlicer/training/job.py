@@ -35,6 +35,10 @@ from ..background import JobState, WorkerProcess, wait_for
 from .dataset import PairLike, as_pairs, check_dataset, check_study_count, write_pairs
 from .settings import TrainingSettings
 
+# The job that last trained each run folder (by resolved path): two trainers on one folder would
+# overwrite each other's checkpoints.
+_TRAINING: weakref.WeakValueDictionary[str, TrainingJob] = weakref.WeakValueDictionary()
+
 
 class TrainingJob:
     """One training run folder (``out``), trained blocking or in the background; see the module docstring.
@@ -153,8 +157,7 @@ class TrainingJob:
         the run after the current step with :class:`~RegC2PLib.training.loop.TrainingStopped`,
         keeping the last checkpoint. ``notify(text)`` gets the data summary.
         """
-        if self.running:
-            raise InputError(f"run {self.out} is already training in the background")
+        self._claim_run_folder()
         options = RunOptions(None, self.out, resume=True, resume_overrides=self.overrides)
         try:
             model = train(options, progress or no_progress, stop, notify or (lambda message: None))
@@ -165,6 +168,14 @@ class TrainingJob:
         self.close()
         return model
 
+    def _claim_run_folder(self) -> None:
+        """Refuse to train while this job, or another job of this process on the same run folder, trains."""
+        key = str(self.out.resolve())
+        other = _TRAINING.get(key)
+        if other is not None and other.running:
+            raise InputError(f"run {self.out} is already training in the background; stop or cancel that job first")
+        _TRAINING[key] = self
+
     # ----------------------------------------------------------------- background
 
     @property
@@ -173,8 +184,7 @@ class TrainingJob:
 
     def start(self) -> None:
         """Start (or continue) the run in a background process; returns at once."""
-        if self.running:
-            raise InputError(f"run {self.out} is already training")
+        self._claim_run_folder()
         arguments = ["train", "--out", str(self.out), "--resume", "--progress", "jsonl"]
         for name, value in self.overrides.items():
             arguments += [f"--{name.replace('_', '-')}", str(value)]
