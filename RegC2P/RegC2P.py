@@ -50,7 +50,8 @@ class RegC2P(ScriptedLoadableModule):
             "shows it fused over the CT. Each axial slice is translated by a GAN generator; a 3D U-Net then refines "
             "windows of s consecutive slices every k slices (overlap) so the volume is consistent between slices.<br>"
             "Pick a CT, press <b>Apply</b>; the work runs in a separate process so Slicer stays responsive, and "
-            "<b>Cancel</b> leaves the scene as it was. A synthetic PET is a research tool, not a diagnosis.<br>"
+            "you can keep working meanwhile: nothing is written into the scene until the PET is ready, and <b>Cancel</b> "
+            "stops the work without touching the scene. A synthetic PET is a research tool, not a diagnosis.<br>"
             "Console: <code>RegC2P.RegC2PLogic().process(ctNode, None, model=path, refine='overlap')</code>."
         )
         self.parent.acknowledgementText = _(
@@ -291,7 +292,7 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.stop()
         job, self._job = self._job, None
         job.cancel()
-        self._jobEnded(_("Cancelled; the scene is unchanged."))
+        self._jobEnded(_("Cancelled; nothing was written into the scene."))
 
     def onPollJob(self) -> None:
         if self._job is None:
@@ -439,7 +440,7 @@ class RegC2PLogic(ScriptedLoadableModuleLogic):
         """Translate ``inputVolume`` (CT, HU) into ``outputVolume`` (PET, SUV; None creates one).
 
         Blocking: returns the output node. ``waitForCompletion=False``: returns the running
-        job (``job.cancel()`` stops it and restores the scene).
+        job (``job.cancel()`` stops it; the scene is only written once the PET is ready).
         """
         self.ensureDependencies()
         from RegC2PSlicer.processing import process

@@ -276,6 +276,69 @@ def test_background_job_cancel_then_run_to_completion(headless, ct_node, setting
     np.testing.assert_allclose(slicer.util.arrayFromVolume(pet_node), slicer.util.arrayFromVolume(reference), atol=1e-5)
 
 
+def _user_work(scene, ct_node) -> list:
+    """What a user does while a run goes on: adds nodes, changes the slice views and the CT's window."""
+    note = scene.AddNewNodeByClass("vtkMRMLTextNode", "my notes")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "my transform")
+    mine = volumes.add_volume_node(scene, volumes.image_from_volume_node(ct_node), "my volume")
+    for composite in composites(scene):
+        composite.SetBackgroundVolumeID(mine.GetID())
+        composite.SetForegroundVolumeID(None)
+        composite.SetForegroundOpacity(0.3)
+    ct_node.GetDisplayNode().SetAutoWindowLevel(False)
+    ct_node.GetDisplayNode().SetWindowLevel(1500.0, -600.0)  # lung window
+    return [note, transform, mine]
+
+
+def _assert_user_work_kept(scene, ct_node, nodes) -> None:
+    assert all(scene.GetNodeByID(node.GetID()) is node for node in nodes)
+    for composite in composites(scene):
+        assert (composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()) == (nodes[2].GetID(), None)
+        assert composite.GetForegroundOpacity() == pytest.approx(0.3)
+    display = ct_node.GetDisplayNode()
+    assert (display.GetWindow(), display.GetLevel()) == pytest.approx((1500.0, -600.0))
+    assert scene.GetFirstNodeByName("CT synthetic PET") is None
+
+
+def test_cancel_keeps_what_the_user_did_during_the_run(headless, ct_node, settings):
+    job = BackgroundTranslation(ct_node, None, settings)
+    job.start()
+    nodes = _user_work(headless, ct_node)
+    count = headless.GetNumberOfNodes()
+    job.cancel()
+    assert job.poll().state == "cancelled"
+    _assert_user_work_kept(headless, ct_node, nodes)
+    assert headless.GetNumberOfNodes() == count
+
+
+def test_a_failed_worker_keeps_what_the_user_did_during_the_run(headless, ct_node, settings):
+    job = BackgroundTranslation(ct_node, None, RunSettings(settings.model, TranslationOptions(device="cuda")))
+    job.start()
+    nodes = _user_work(headless, ct_node)
+    count = headless.GetNumberOfNodes()
+    state = job.wait(timeout=120)
+    if state.state == "succeeded":
+        pytest.skip("this machine has CUDA, so the worker cannot be made to fail this way")
+    assert state.state == "failed"
+    _assert_user_work_kept(headless, ct_node, nodes)
+    assert headless.GetNumberOfNodes() == count
+
+
+def test_a_failed_write_is_undone_and_what_the_user_did_is_kept(headless, ct_node, settings, monkeypatch):
+    def broken_display(*args, **kwargs):
+        raise RuntimeError("display failed")
+
+    monkeypatch.setattr(processing, "show_pet", broken_display)  # fails after the output node was made
+    job = BackgroundTranslation(ct_node, None, settings)
+    job.start()
+    nodes = _user_work(headless, ct_node)
+    count = headless.GetNumberOfNodes()
+    state = job.wait(timeout=120)
+    assert state.state == "failed" and state.error == "display failed"
+    _assert_user_work_kept(headless, ct_node, nodes)
+    assert headless.GetNumberOfNodes() == count
+
+
 def test_background_job_reports_the_workers_one_line_error(headless, ct_node, settings):
     count = headless.GetNumberOfNodes()
     with pytest.raises(InputError, match="stride"):

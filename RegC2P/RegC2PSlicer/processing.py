@@ -6,11 +6,12 @@
   file and ``python -m RegC2PLib translate --progress jsonl`` runs in a separate
   process (``PythonSlicer`` inside Slicer), so Slicer stays responsive. The panel calls
   :meth:`~BackgroundTranslation.poll` from a timer; progress arrives as JSON lines on
-  the process's stdout. The scene is only touched when the process has succeeded;
-  :meth:`~BackgroundTranslation.cancel` kills the process and restores the scene.
+  the process's stdout; :meth:`~BackgroundTranslation.cancel` ends the worker tree.
 
-Either way the CT node is only read, and on cancel or error the scene is restored
-exactly (:class:`~RegC2PSlicer.scene_state.SceneSnapshot`).
+Either way the CT node is only read and the scene is changed only when the PET is
+ready: the user keeps working meanwhile, and Cancel or a failure leaves every node and
+view as it is then. What writing the result changes is recorded just before it
+(:class:`~RegC2PSlicer.scene_state.SceneSnapshot`) and put back only if writing fails.
 """
 
 from __future__ import annotations
@@ -79,10 +80,17 @@ def _provenance(model_path: Path | None, sha256: str, settings: RunSettings) -> 
 
 
 def _finish(ct_node, output_node, pet: sitk.Image, settings: RunSettings, provenance: dict[str, str]):
-    node = store_pet(ct_node, pet, output_node, provenance)
-    if settings.show:
-        show_pet(ct_node, node, settings.display)
-    return node
+    """Write the PET into the scene: the only step that changes it. What is about to change is
+    recorded just before and put back if writing fails, so nothing else in the scene is touched."""
+    snapshot = SceneSnapshot.capture(ct_node.GetScene(), (output_node,))
+    try:
+        node = store_pet(ct_node, pet, output_node, provenance)
+        if settings.show:
+            show_pet(ct_node, node, settings.display)
+        return node
+    except BaseException:
+        snapshot.restore()
+        raise
 
 
 def process(
@@ -95,8 +103,9 @@ def process(
 ) -> slicer.vtkMRMLScalarVolumeNode:
     """Translate the CT node (HU) into a synthetic PET (SUV) on its grid; blocking.
 
-    Returns the output node (``output_node``, or a new node named after the CT). On any
-    error or cancellation the scene is restored and the exception re-raised.
+    Returns the output node (``output_node``, or a new node named after the CT). The scene
+    is changed only once the PET is computed; an error or a cancellation before leaves it
+    as it is, an error while writing puts back what the write changed.
     """
     settings = settings or RunSettings()
     progress = progress or no_progress
@@ -107,16 +116,11 @@ def process(
         model_path = resolve_model_path(settings.model)
         progress(0.0, f"loading model {model_path.name}")
         loaded_model = load_model(model_path)
-    snapshot = SceneSnapshot.capture(ct_node.GetScene(), (output_node,))
-    try:
-        ct = image_from_volume_node(ct_node)
-        pet = translate_volume(ct, loaded_model, settings.translation, progress, cancel)
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        return _finish(ct_node, output_node, pet, settings, _provenance(loaded_model.path, loaded_model.sha256, settings))
-    except BaseException:
-        snapshot.restore()
-        raise
+    ct = image_from_volume_node(ct_node)
+    pet = translate_volume(ct, loaded_model, settings.translation, progress, cancel)
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    return _finish(ct_node, output_node, pet, settings, _provenance(loaded_model.path, loaded_model.sha256, settings))
 
 
 @dataclass
@@ -131,7 +135,6 @@ class BackgroundTranslation:
     _state: JobState = field(default_factory=JobState)
     _worker: WorkerProcess | None = None
     _workdir: Path | None = None
-    _snapshot: SceneSnapshot | None = None
     _model_path: Path | None = None
     _model_sha256: str = ""
 
@@ -146,7 +149,6 @@ class BackgroundTranslation:
         ct = image_from_volume_node(self.ct_node)
         check_ct(ct)
         self._model_sha256 = file_sha256(self._model_path)
-        self._snapshot = SceneSnapshot.capture(self.ct_node.GetScene(), (self.output_node,))
         self._workdir = Path(tempfile.mkdtemp(prefix="RegC2P-"))
         try:
             ct_file = self._workdir / "ct.nrrd"
@@ -177,15 +179,13 @@ class BackgroundTranslation:
         return wait_for(self, timeout, interval)
 
     def cancel(self) -> None:
-        """Stop the worker and put the scene back exactly as it was before :meth:`start`."""
+        """End the worker tree; the scene is not touched (nothing was written into it yet)."""
         if self._state.finished:
             return
         if self._worker is not None:
             (self._workdir / STOP_FILE).touch()  # stops a worker the kill below cannot reach, between batches
             self._worker.terminate()
-        if self._snapshot is not None:
-            self._snapshot.restore()
-        self._state = JobState("cancelled", self._state.fraction, "cancelled; the scene is unchanged")
+        self._state = JobState("cancelled", self._state.fraction, "cancelled; nothing was written into the scene")
         self._cleanup()
 
     def _complete(self, worker: WorkerProcess, returncode: int) -> None:
@@ -204,8 +204,6 @@ class BackgroundTranslation:
             self.result_node = _finish(self.ct_node, output, pet, self.settings, provenance)
             self._state = JobState("succeeded", 1.0, f"done: {self.result_node.GetName()}", details=details)
         except Exception as exc:
-            if self._snapshot is not None:
-                self._snapshot.restore()
             self._state = JobState("failed", self._state.fraction, "failed", error=one_line(exc), details=details)
         finally:
             self._cleanup()
