@@ -27,9 +27,8 @@ from slicer.util import VTKObservationMixin
 
 from RegC2PLib.choices import DEVICE_CHOICES, REFINE_MODES
 from RegC2PLib.errors import one_line
+from RegC2PSlicer.jobs import job_poller, progress_reporter
 from RegC2PSlicer.output import DEFAULT_OPACITY, DEFAULT_PET_COLOR, DEFAULT_SUV_WINDOW, PET_COLORS
-
-POLL_INTERVAL_MS = 200
 
 #
 # RegC2P
@@ -129,17 +128,11 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onOpacityChanged)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.updateModelInfo)
 
-        self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self.onPollJob)
-
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         if self._job is not None:
-            self._job.cancel()
-            self._job = None
-        self._timer.stop()
+            job_poller().cancel(self._job)
         self.removeObservers()
 
     def enter(self) -> None:
@@ -153,9 +146,7 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onDisplayParameterChanged)
 
     def onSceneStartClose(self, caller, event) -> None:
-        if self._job is not None:
-            self.cancelJob()
-        self.setParameterNode(None)
+        self.setParameterNode(None)  # a running translation is cancelled by the job poller
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -286,29 +277,24 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.text = _("Cancel")
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = _("Starting…")
-        self._timer.start()
+        job_poller().watch(self._job, self.onJobProgress, self.onJobFinished, scene_bound=True)
 
     def cancelJob(self) -> None:
-        self._timer.stop()
-        job, self._job = self._job, None
-        job.cancel()
-        self._jobEnded(_("Cancelled; nothing was written into the scene."))
+        job_poller().cancel(self._job)  # onJobFinished reports it
 
-    def onPollJob(self) -> None:
-        if self._job is None:
-            self._timer.stop()
-            return
-        state = self._job.poll()
+    def onJobProgress(self, state) -> None:
         self.ui.progressBar.value = round(state.fraction * 1000)
         left = f" ({_('about {s} s left').format(s=int(state.seconds_left))})" if state.seconds_left else ""
         self.ui.statusLabel.text = state.message + left
-        if not state.finished:
-            return
-        self._timer.stop()
+
+    def onJobFinished(self, state) -> None:
         job, self._job = self._job, None
         if state.state == "succeeded":
-            self._parameterNode.outputVolume = job.result_node
+            if self._parameterNode:
+                self._parameterNode.outputVolume = job.result_node
             self._jobEnded(_("Done: {name}").format(name=job.result_node.GetName()))
+        elif state.state == "cancelled":
+            self._jobEnded(_("Cancelled; nothing was written into the scene."))
         else:
             logging.error("RegC2P failed: %s\n%s", state.error, state.details)
             self._jobEnded(_("Failed: {reason}").format(reason=state.error))
@@ -346,10 +332,6 @@ class RegC2PLogic(ScriptedLoadableModuleLogic):
     ``onFinished(jobState)`` is then called on completion. Errors raise
     ``RegC2PLib.errors.RegC2PError`` subclasses with a one-line message.
     """
-
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self._timers = []
 
     def getParameterNode(self):
         return RegC2PParameterNode(super().getParameterNode())
@@ -449,23 +431,7 @@ class RegC2PLogic(ScriptedLoadableModuleLogic):
         if waitForCompletion:
             return process(inputVolume, outputVolume, settings, progress=progress)
         job = self.startBackground(inputVolume, outputVolume, settings)
-        timer = qt.QTimer()
-        timer.setInterval(POLL_INTERVAL_MS)
-
-        def poll():
-            state = job.poll()
-            if progress is not None:
-                progress(state.fraction, state.message)
-            if state.finished:
-                timer.stop()
-                self._timers.remove(timer)
-                if onFinished is not None:
-                    onFinished(state)
-
-        timer.connect("timeout()", poll)
-        self._timers.append(timer)
-        timer.start()
-        return job
+        return job_poller().watch(job, progress_reporter(progress), onFinished, scene_bound=True)
 
 
 #

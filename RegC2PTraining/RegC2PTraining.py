@@ -20,7 +20,6 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
-POLL_INTERVAL_MS = 500
 CONSOLE_EXAMPLE = """import RegC2PTraining
 logic = RegC2PTraining.RegC2PTrainingLogic()
 pairs = [(slicer.util.getNode("CT 1"), slicer.util.getNode("PET 1")), ...]
@@ -90,8 +89,7 @@ class RegC2PTrainingLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._timers = []
-        self.jobs = []
+        self.jobs = []  # background runs started by this logic and still running
 
     def ensureDependencies(self) -> None:
         """Install torch (PyTorch extension) and the pip requirements at first use, asking first."""
@@ -153,28 +151,19 @@ class RegC2PTrainingLogic(ScriptedLoadableModuleLogic):
     def _go(self, job, waitForCompletion, progress, onFinished):
         if waitForCompletion:
             return job.run(progress)
+        from RegC2PSlicer.jobs import job_poller, progress_reporter
+
+        def finished(state):
+            self.jobs.remove(job)
+            if state.state == "failed":
+                logging.error(f"RegC2P training of {job.out} failed: {state.error}\n{state.details}")
+            if onFinished is not None:
+                onFinished(state)
+
         job.start()
         self.jobs.append(job)
-        timer = qt.QTimer()
-        timer.setInterval(POLL_INTERVAL_MS)
-
-        def poll():
-            state = job.poll()
-            if progress is not None:
-                progress(state.fraction, state.message)
-            if state.finished:
-                timer.stop()
-                self._timers.remove(timer)
-                self.jobs.remove(job)
-                if state.state == "failed":
-                    logging.error(f"RegC2P training of {job.out} failed: {state.error}\n{state.details}")
-                if onFinished is not None:
-                    onFinished(state)
-
-        timer.connect("timeout()", poll)
-        self._timers.append(timer)
-        timer.start()
-        return job
+        # Not scene-bound: the run trains from files, so closing the scene does not stop it (quitting Slicer does).
+        return job_poller().watch(job, progress_reporter(progress), finished)
 
 
 class RegC2PTrainingTest(ScriptedLoadableModuleTest):
