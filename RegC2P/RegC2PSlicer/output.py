@@ -10,6 +10,7 @@ import slicer
 
 from RegC2PLib.errors import InputError, RegC2PError
 
+from .headless import add_slice_views
 from .volumes import copy_geometry, ijk_to_ras, node_ijk_to_ras, update_volume_node_from_image
 
 # PET colour tables Slicer's colour logic always creates (procedural, singleton IDs).
@@ -120,10 +121,16 @@ class PetDisplay:
 def show_pet(
     ct_node: slicer.vtkMRMLScalarVolumeNode, pet_node: slicer.vtkMRMLScalarVolumeNode, display: PetDisplay = PetDisplay()
 ) -> None:
-    """PET colour table and SUV window on the PET; CT as background and PET as foreground in every slice view."""
+    """PET colour table and SUV window on the PET; CT as background and PET as foreground in every slice view.
+
+    A scene without slice views (Slicer without a main window has no layout manager)
+    gets the three standard ones, so that a scene saved from a batch run opens fused.
+    """
     display.check()
     scene = pet_node.GetScene()
     update_pet_display(pet_node, display.color, display.suv_window)
+    if scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode") == 0:
+        add_slice_views(scene)
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
         composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
         with slicer.util.NodeModify(composite):

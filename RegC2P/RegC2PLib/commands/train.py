@@ -34,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "slice folder (stage 1 only). The run folder receives the config, the split manifest, checkpoints, "
         "metrics.jsonl, curves.png and the final model.safetensors. Ctrl-C stops cleanly; --resume continues.",
     )
+    add_options(p)
+    p.set_defaults(func=run)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """Every ``regc2p train`` option (the RegC2P Training batch script takes the same); read them with :func:`configs`."""
     p.add_argument("--data", type=Path, help="dataset folder (not needed with --resume)")
     p.add_argument("--out", required=True, type=Path, help="run folder (created; must be new unless --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -85,7 +91,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 mixed precision on CUDA")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     add_progress_option(p)
-    p.set_defaults(func=run)
 
 
 def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, dict[str, object]]:
@@ -131,14 +136,20 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, dict[s
     return model_cfg, train_cfg, overrides
 
 
+def configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, dict[str, object]]:
+    """Model and training configs from the options of :func:`add_options`, plus the options a resumed
+    run may change; an invalid combination raises :class:`InputError`."""
+    try:
+        return _configs(args)
+    except ValueError as exc:
+        raise InputError(f"invalid training options: {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     from ..training.loop import StopRequest, TrainingStopped
     from ..training.runner import RunOptions, train
 
-    try:
-        model_cfg, train_cfg, overrides = _configs(args)
-    except ValueError as exc:
-        raise InputError(f"invalid training options: {exc}") from exc
+    model_cfg, train_cfg, overrides = configs(args)
     stop = StopRequest(args.out / "STOP")
     previous = signal.signal(signal.SIGINT, lambda *_: setattr(stop, "flag", True))
     try:
