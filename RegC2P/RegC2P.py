@@ -243,6 +243,7 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not path:
             return
         try:
+            self._ensureDependencies()
             with slicer.util.WaitCursor():
                 imported = self.logic.importModel(path)
         except Exception as exc:
@@ -266,7 +267,7 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         node = self._parameterNode
         try:
-            self.logic.ensureDependencies()
+            self._ensureDependencies()
             self.updateDeviceList()
             settings = self.logic.settingsFromParameterNode(node)
             self._job = self.logic.startBackground(node.inputVolume, node.outputVolume, settings)
@@ -299,6 +300,17 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.error("RegC2P failed: %s\n%s", state.error, state.details)
             self._jobEnded(_("Failed: {reason}").format(reason=state.error))
             slicer.util.errorDisplay(state.error, windowTitle=_("RegC2P failed"), detailedText=state.details or state.error)
+
+    def _ensureDependencies(self) -> None:
+        """Install what is missing with Apply and Import disabled: installing pumps events, so they could be clicked."""
+        buttons = (self.ui.applyButton, self.ui.importModelButton)
+        for button in buttons:
+            button.enabled = False
+        try:
+            self.logic.ensureDependencies()
+        finally:
+            self.ui.importModelButton.enabled = True
+            self._checkCanApply()
 
     def _jobEnded(self, message: str) -> None:
         self.ui.applyButton.text = _("Apply")
@@ -337,10 +349,10 @@ class RegC2PLogic(ScriptedLoadableModuleLogic):
         return RegC2PParameterNode(super().getParameterNode())
 
     def ensureDependencies(self) -> None:
-        """Install torch (PyTorch extension) and the pip requirements at first use, asking first."""
-        from RegC2PSlicer.dependencies import ensure_dependencies
+        """Install torch (PyTorch extension) and the pip requirements at first use, asking first (never under --testing)."""
+        from RegC2PSlicer.dependencies import ensure_in_slicer
 
-        ensure_dependencies(lambda question: slicer.util.confirmOkCancelDisplay(question, windowTitle=_("RegC2P")))
+        ensure_in_slicer(_("RegC2P"))
 
     def deviceChoices(self):
         """{name: DeviceChoice} when torch is importable, else None."""

@@ -92,10 +92,10 @@ class RegC2PTrainingLogic(ScriptedLoadableModuleLogic):
         self.jobs = []  # background runs started by this logic and still running
 
     def ensureDependencies(self) -> None:
-        """Install torch (PyTorch extension) and the pip requirements at first use, asking first."""
-        from RegC2PSlicer.dependencies import ensure_dependencies
+        """Install torch (PyTorch extension) and the pip requirements at first use, asking first (never under --testing)."""
+        from RegC2PSlicer.dependencies import ensure_in_slicer
 
-        ensure_dependencies(lambda question: slicer.util.confirmOkCancelDisplay(question, windowTitle=_("RegC2P Training")))
+        ensure_in_slicer(_("RegC2P Training"))
 
     def settings(self, preset="small", imageSize=None, initFrom=None, **trainOptions):
         """TrainingSettings from a network preset, a slice size (pixels) and TrainConfig fields (epochs, max_steps, ...).
