@@ -29,6 +29,7 @@ from RegC2PLib.choices import DEVICE_CHOICES, REFINE_MODES
 from RegC2PLib.errors import one_line
 from RegC2PSlicer.jobs import job_poller, progress_reporter
 from RegC2PSlicer.output import DEFAULT_OPACITY, DEFAULT_PET_COLOR, DEFAULT_SUV_WINDOW, PET_COLORS
+from RegC2PSlicer.sample_data import PhantomFileReader
 
 #
 # RegC2P
@@ -66,6 +67,10 @@ def registerSampleData():
     from RegC2PSlicer.sample_data import register_sample_data
 
     register_sample_data()
+
+
+class RegC2PFileReader(PhantomFileReader):
+    """Slicer finds this reader by its name: it loads the phantom recipe Sample Data fetches (see sample_data)."""
 
 
 #
@@ -111,6 +116,8 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._devices = None  # {name: DeviceChoice} once found
+        self._deviceProbe = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -131,8 +138,9 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        if self._job is not None:
-            job_poller().cancel(self._job)
+        for job in (self._job, self._deviceProbe):
+            if job is not None:
+                job_poller().cancel(job)
         self.removeObservers()
 
     def enter(self) -> None:
@@ -153,15 +161,14 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
+        """An empty model path means the default model: no absolute path of this installation goes into the scene."""
+        from RegC2PSlicer.volumes import first_ct_node
+
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode:
-                self._parameterNode.inputVolume = firstVolumeNode
-        if str(self._parameterNode.modelFile) in ("", "."):
-            defaultModel = self.logic.defaultModelPath()
-            if defaultModel is not None:
-                self._parameterNode.modelFile = defaultModel
+            ctNode = first_ct_node(slicer.mrmlScene)  # not a label map, not a PET
+            if ctNode:
+                self._parameterNode.inputVolume = ctNode
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -190,11 +197,18 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.enabled = False
 
     def updateDeviceList(self) -> None:
-        """Grey out devices this computer lacks, with the reason as tooltip and below the box."""
-        choices = self.logic.deviceChoices()
-        if choices is None:
-            self.ui.deviceInfoLabel.text = _("PyTorch is not installed yet; it is installed at the first Apply.")
+        """Grey out devices this computer lacks, with the reason as tooltip and below the box.
+
+        The devices are found once, by a worker process (torch is never imported into Slicer's process).
+        """
+        if self._devices is None:
+            if self.logic.torchMissing():
+                self.ui.deviceInfoLabel.text = _("PyTorch is not installed yet; it is installed at the first Apply.")
+            elif self._deviceProbe is None:
+                self._deviceProbe = job_poller().watch(self.logic.probeDevices(), on_finished=self.onDevicesFound)
+                self.ui.deviceInfoLabel.text = _("Checking the compute devices…")
             return
+        choices = self._devices
         model = self.ui.deviceComboBox.model()
         missing = []
         for index, name in enumerate(DEVICE_CHOICES):
@@ -206,6 +220,14 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not usable:
                 missing.append(f"{name}: {reason}")
         self.ui.deviceInfoLabel.text = "\n".join(missing)
+
+    def onDevicesFound(self, state) -> None:
+        probe, self._deviceProbe = self._deviceProbe, None
+        if state.state != "succeeded":
+            self.ui.deviceInfoLabel.text = _("Could not check the compute devices: {reason}").format(reason=state.error)
+            return
+        self._devices = {choice.name: choice for choice in probe.choices}
+        self.updateDeviceList()
 
     def updateModelInfo(self, path=None) -> None:
         text = self.ui.modelPathLineEdit.currentPath
@@ -354,15 +376,18 @@ class RegC2PLogic(ScriptedLoadableModuleLogic):
 
         ensure_in_slicer(_("RegC2P"))
 
-    def deviceChoices(self):
-        """{name: DeviceChoice} when torch is importable, else None."""
+    def torchMissing(self) -> bool:
         from RegC2PSlicer.dependencies import torch_missing
 
-        if torch_missing():
-            return None
-        from RegC2PSlicer.models import device_choices
+        return torch_missing()
 
-        return {choice.name: choice for choice in device_choices()}
+    def probeDevices(self):
+        """Start finding the usable compute devices in a worker process; returns the job (``job.choices`` once done)."""
+        from RegC2PSlicer.models import DeviceProbe
+
+        probe = DeviceProbe()
+        probe.start()
+        return probe
 
     def defaultModelPath(self):
         """The bundled default model, else the user's first model, else None."""

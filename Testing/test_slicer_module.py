@@ -8,9 +8,12 @@ or background) leaves the scene as it was; the batch script translates two files
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
+import types
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -391,12 +394,63 @@ def test_default_model_is_bundled_first_then_user(tmp_path, small_model_file):
     assert [c.bundled for c in models.available_models(user, bundled)] == [True, True, False]
 
 
-def test_device_choices_list_every_device_with_reasons():
-    choices = {c.name: c for c in models.device_choices()}
+def test_devices_are_found_by_a_worker_without_torch_in_this_process(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys, time\n"
+         "from RegC2PSlicer.background import wait_for\n"
+         "from RegC2PSlicer.models import DeviceProbe\n"
+         "probe = DeviceProbe(); probe.start(); state = wait_for(probe, timeout=120)\n"
+         "print(state.state, 'torch' in sys.modules)\n"
+         "for c in probe.choices: print(c.name, c.usable, c.reason)\n"],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "succeeded False"  # found, and torch never imported into the asking process
+    choices = {line.split(" ", 2)[0]: line.split(" ", 2)[1:] for line in lines[1:]}
     assert list(choices) == ["auto", "cpu", "cuda", "mps"]
-    assert choices["auto"].usable and choices["cpu"].usable
-    for choice in choices.values():
-        assert choice.usable or (choice.reason and "\n" not in choice.reason)
+    assert choices["auto"][0] == choices["cpu"][0] == "True"
+    import torch
+
+    assert (choices["cuda"][0] == "True") == torch.cuda.is_available()
+    assert all(usable == "True" or reason.strip() for usable, reason in choices.values())
+
+
+def test_a_model_path_saved_by_another_installation_is_found_by_name(tmp_path, small_model_file):
+    bundled, user = tmp_path / "Resources" / "Models", tmp_path / "user"
+    bundled.mkdir(parents=True)
+    user.mkdir()
+    (bundled / "default.safetensors").write_bytes(small_model_file.read_bytes())
+    (user / "mine.safetensors").write_bytes(small_model_file.read_bytes())
+    old_install = "/opt/Slicer-5.8.1/lib/Slicer-5.8/qt-scripted-modules/Resources/Models"
+    resolve = functools.partial(models.resolve_model_path, user_folder=user, bundled_folder=bundled)
+    assert resolve(None) == resolve("") == bundled / "default.safetensors"  # empty in the scene: the default
+    assert resolve(f"{old_install}/default.safetensors") == bundled / "default.safetensors"
+    assert resolve("/home/colleague/.regc2p/models/mine.safetensors") == user / "mine.safetensors"
+    assert resolve(tmp_path / "gone.safetensors") == tmp_path / "gone.safetensors"  # unknown: reported when loaded
+
+
+def test_the_panel_offers_a_ct_not_a_label_map_or_a_pet(headless, oblique_ct):
+    ct_image = sitk.Cast(oblique_ct, sitk.sitkFloat32)
+    assert volumes.first_ct_node(headless) is None
+    labels = headless.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.util.updateVolumeFromArray(labels, np.zeros(SHAPE, np.uint8))
+    pet = volumes.add_volume_node(headless, ct_image * 0.0 + 2.0, "PET")
+    pet.GetDisplayNode().SetAndObserveColorNodeID(HEAT)
+    suv = volumes.add_volume_node(headless, ct_image * 0.0 + 1.0, "SUV")
+    output.store_pet(volumes.add_volume_node(headless, ct_image, "other CT"), ct_image * 0.0 + 1.0, suv)  # SUV units
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(headless)
+
+    def dicom_series(name: str, modality: str):  # as Slicer's DICOM module loads a series
+        node = volumes.add_volume_node(headless, ct_image, name)
+        sh.SetItemAttribute(sh.CreateItem(sh.GetSceneItemID(), node), "DICOM.Modality", modality)
+        return node
+
+    dicom_series("PT series", "PT")
+    dicom_ct = dicom_series("CT series", "CT")
+    assert volumes.first_ct_node(headless) is dicom_ct  # a CT series first
+    headless.RemoveNode(dicom_ct)
+    assert volumes.first_ct_node(headless).GetName() == "other CT"  # then the first that is no PET
 
 
 def test_module_requirements_leave_out_what_slicer_and_the_pytorch_extension_provide():
@@ -472,6 +526,36 @@ def test_sample_phantom_loads_under_a_study_and_translates(headless, settings):
     synthetic = processing.process(ct_node, None, RunSettings(settings.model, TranslationOptions("none")))
     assert study_of(synthetic) == "Synthetic PET/CT"
     assert THUMBNAIL.is_file()
+
+
+def test_sample_data_button_and_download_sample_load_the_phantom_through_its_reader(headless, monkeypatch, tmp_path):
+    from RegC2PLib.volume_io import check_ct
+    from RegC2PSlicer import sample_data
+
+    registered: dict = {}
+    logic = types.SimpleNamespace(registerCustomSampleDataSource=lambda **source: registered.update(source))
+    monkeypatch.setitem(sys.modules, "SampleData", types.SimpleNamespace(SampleDataLogic=logic))
+    sample_data.register_sample_data()
+    assert "customDownloader" not in registered  # Sample Data would use it for its button only
+    # What SampleDataLogic.downloadFromSource does for both: fetch each URI into the cache, then
+    # load the file with the reader of the file type given (node name as the "name" property).
+    cached = tmp_path / "cache" / registered["fileNames"][0]
+    cached.parent.mkdir()
+    urllib.request.urlretrieve(registered["uris"][0], cached)
+    messages: list[str] = []
+    parent = types.SimpleNamespace(
+        loadedNodes=None, userMessages=lambda: types.SimpleNamespace(AddMessage=lambda kind, text: messages.append(text))
+    )
+    reader = sample_data.PhantomFileReader(parent)
+    assert reader.fileType() == registered["loadFileTypes"][0]
+    assert reader.load({"fileName": str(cached), "name": registered["nodeNames"][0]}) and not messages
+    ct_node, pet_node = (headless.GetNodeByID(node_id) for node_id in parent.loadedNodes)
+    assert ct_node.GetName() == registered["nodeNames"][0]  # the node downloadSample returns
+    check_ct(volumes.image_from_volume_node(ct_node))
+    assert slicer.util.arrayFromVolume(ct_node).shape == sample_data.SIZES["default"]
+    assert pet_node.GetDisplayNode().GetColorNodeID() == HEAT
+    cached.write_text('{"format": "regc2p-phantom", "version": 1, "size": "huge", "seed": 0}')
+    assert not reader.load({"fileName": str(cached)}) and "unknown phantom size 'huge'" in messages[-1]
 
 
 def test_display_changes_after_the_run_touch_only_the_pet(headless, ct_node, settings):

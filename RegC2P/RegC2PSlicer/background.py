@@ -98,6 +98,7 @@ class WorkerProcess:
         self.message = "starting"
         self.seconds_left: float | None = None
         self.worker_exit: int | None = None  # the work's own exit status, reported by RegC2PLib.worker
+        self.records: list[dict] = []  # other JSON objects the work printed (e.g. regc2p devices --json)
         self._env = dict(env or {})
         self._process: subprocess.Popen | None = None
         self._lines: queue.Queue[str] = queue.Queue()
@@ -220,6 +221,8 @@ class WorkerProcess:
         try:
             fraction, message = float(record["fraction"]), str(record["message"])
         except (KeyError, TypeError, ValueError):
+            if isinstance(record, dict):
+                self.records.append(record)
             return
         elapsed = time.monotonic() - self._started
         self.fraction = min(max(fraction, 0.0), 1.0)
