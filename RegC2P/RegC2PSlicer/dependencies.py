@@ -59,6 +59,16 @@ def torch_missing() -> bool:
     return importlib.util.find_spec("torch") is None
 
 
+def missing_for_self_test() -> str | None:
+    """Why a self-test cannot run here (self-tests install nothing), or None when everything is importable."""
+    if torch_missing():
+        return "PyTorch is not installed (install it with the PyTorch extension; self-tests install nothing)"
+    missing = missing_requirements()
+    if missing:
+        return f"{', '.join(missing)} not installed (open the RegC2P module once to install it; self-tests install nothing)"
+    return None
+
+
 def ensure_dependencies(confirm: Confirm, may_install: bool = True) -> None:
     """Install what is missing (torch through PyTorchUtils, the rest through pip), asking first.
 

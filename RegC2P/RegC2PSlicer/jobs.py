@@ -17,6 +17,7 @@ Nothing here imports ``qt`` at module level.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -116,6 +117,20 @@ def progress_reporter(progress: Callable[[float, str], None] | None) -> StateCal
     if progress is None:
         return None
     return lambda state: progress(state.fraction, state.message)
+
+
+def process_events_until(done: Callable[[], bool], timeout_s: float) -> bool:
+    """Let Slicer process events (timers, callbacks) until ``done()`` or ``timeout_s`` seconds; returns ``done()``.
+
+    For self-tests and scripts that wait on a job watched by :func:`job_poller`.
+    """
+    import slicer
+
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        slicer.app.processEvents()
+        time.sleep(0.05)
+    return done()
 
 
 _SHARED: JobPoller | None = None
