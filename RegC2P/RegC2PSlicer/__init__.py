@@ -14,6 +14,7 @@ ended as a whole), ``jobs`` (the one poller of every background job, ended with 
 scene or the application), ``training`` (training from scene nodes or a dataset folder,
 blocking or in the background),
 ``scene_bundle`` (saving ``.mrb`` scenes, a fused CT + PET scene from images),
+``batch`` (what the two batch scripts share: always ending Slicer, the scene to work in),
 ``dependencies`` (torch via PyTorchUtils, the rest via pip at first use),
 ``headless`` (a scene with colour tables and slice views without the application) and
 ``sample_data`` (the synthetic PET/CT phantom in the Sample Data module).
