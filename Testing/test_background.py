@@ -136,6 +136,19 @@ def test_a_killed_worker_is_reported_from_its_own_status_not_the_launchers(ct_no
 
 
 @needs_proc
+def test_a_launcher_that_dies_leaves_no_worker_behind(ct_node, small_model_file, launcher):
+    job = BackgroundTranslation(ct_node, None, RunSettings(model=str(small_model_file)), python=launcher)
+    job.start()
+    launcher_pid = job._worker.pid
+    _work_process(launcher_pid)
+    tree = _descendants(launcher_pid)
+    os.kill(launcher_pid, signal.SIGKILL)  # the launcher crashes; its child would run on, orphaned
+    start = time.monotonic()
+    assert job.wait(timeout=10).state == "failed"
+    _assert_tree_gone_within(tree, 2.0 - (time.monotonic() - start))
+
+
+@needs_proc
 @pytest.mark.slow
 def test_cancel_ends_the_training_tree_and_one_folder_trains_once(tmp_path, tiny_config, launcher):
     write_dataset(tmp_path / "data", 3, PhantomConfig(shape=(16, 48, 48)))

@@ -156,8 +156,12 @@ class WorkerProcess:
         if self._returncode is not None:
             return self._returncode
         self._drain()
-        if self._process.poll() is None:
+        if not _exited(self._process):
             return None
+        if sys.platform != "win32":
+            # A launcher that died (killed, crashed) leaves the work running below it: end that too.
+            _signal_group(self._process.pid, signal.SIGKILL)
+        self._process.wait()
         for reader in self._readers:
             reader.join(timeout=5)
         self._drain()
@@ -165,25 +169,27 @@ class WorkerProcess:
         return self._returncode
 
     def terminate(self, grace: float = TERMINATE_GRACE_S) -> None:
-        """End the whole worker tree now (ask, then kill after ``grace`` s); no-op when it has ended."""
+        """End the whole worker tree now (ask, then kill after ``grace`` s), also what a dead launcher left running."""
         process = self._process
-        if process is None or process.poll() is not None:
+        if process is None:
             return
         if sys.platform == "win32":
-            # taskkill /T ends the launcher and every process it started (a Job Object would need ctypes).
-            subprocess.run(
-                ["taskkill", "/T", "/F", "/PID", str(process.pid)],
-                capture_output=True,
-                creationflags=subprocess.CREATE_NO_WINDOW,
-                check=False,
-            )
-            process.wait()
+            if process.poll() is None:
+                # taskkill /T ends the launcher and every process it started (a Job Object would need ctypes).
+                subprocess.run(
+                    ["taskkill", "/T", "/F", "/PID", str(process.pid)],
+                    capture_output=True,
+                    creationflags=subprocess.CREATE_NO_WINDOW,
+                    check=False,
+                )
+                process.wait()
             return
         group = process.pid  # the session leader's pid is the process group id
-        _signal_group(group, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while not _exited(process) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        if not _exited(process):
+            _signal_group(group, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while not _exited(process) and time.monotonic() < deadline:
+                time.sleep(0.02)
         # The launcher may be gone while the work below it is not (it forwards no signals); the
         # launcher, not yet reaped, keeps the group id reserved until this kill has been sent.
         _signal_group(group, signal.SIGKILL)
