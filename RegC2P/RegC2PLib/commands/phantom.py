@@ -6,7 +6,6 @@ import argparse
 import os
 import time
 
-from ..data.phantom import PhantomConfig, write_dataset
 from ..errors import InputError
 
 DEFAULT_SHAPE = (96, 128, 128)
@@ -77,6 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    from ..data.phantom import PhantomConfig, write_dataset
 
     if args.anatomy:
         from ..data.anatomy_phantom import AnatomyMaker, AnatomyPhantomConfig, load_anatomies

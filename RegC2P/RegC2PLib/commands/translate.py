@@ -1,4 +1,8 @@
-"""``regc2p translate``: CT volume file or DICOM folder -> synthetic PET volume file or DICOM series."""
+"""``regc2p translate``: CT volume file or DICOM folder -> synthetic PET volume file or DICOM series.
+
+The translation options are generated from :class:`~RegC2PLib.inference.TranslationOptions`;
+only torch-free modules are imported until the command runs.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..data.dicom_series import read_ct_series
-from ..dicom_output import SyntheticSource, check_series_folder, is_dicom_output, write_pet_series
 from ..errors import InputError
-from ..inference import TranslationOptions, translate_volume
-from ..model_file import load_model, require_bundled_model
-from ..volume_io import check_ct, check_output_path, read_image, write_image
+from ..inference import TranslationOptions
 from .options import add_config_options, given_options
 from .progress_display import add_progress_option, progress_display
 
@@ -47,11 +47,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(needs a DICOM CT); auto (default): dicom when --out ends in .dcm, else file",
     )
     add_config_options(p, TranslationOptions)
+    p.add_argument(
+        "--stop-file",
+        type=Path,
+        metavar="PATH",
+        help="stop cleanly, writing nothing, once PATH exists or its folder is removed (for GUIs running this in the background)",
+    )
     add_progress_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.dicom_series import read_ct_series
+    from ..dicom_output import SyntheticSource, check_series_folder, is_dicom_output, write_pet_series
+    from ..inference import translate_volume
+    from ..model_file import load_model, require_bundled_model
+    from ..progress import StopFile
+    from ..volume_io import check_ct, check_output_path, read_image, write_image
+
     dicom = is_dicom_output(args.out, args.format)
     out = check_series_folder(args.out) if dicom else check_output_path(args.out)
     if args.ct.exists() and out.exists() and out.resolve() == args.ct.resolve():
@@ -70,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model or require_bundled_model())
     options.validate(model.config)  # refuse bad refinement options before any work
     with progress_display(args.progress, "translate") as progress:
-        pet = translate_volume(ct, model, options, progress)
+        pet = translate_volume(ct, model, options, progress, StopFile(args.stop_file) if args.stop_file else None)
     if dicom and source is not None:  # (a DICOM output with a file CT was refused above)
         model_name = model.path.name if model.path is not None else "unnamed model"
         write_pet_series(pet, source.series, out, SyntheticSource(model_name, model.sha256))

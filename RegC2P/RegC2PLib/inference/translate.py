@@ -21,15 +21,11 @@ opt-in (``precision``, see :mod:`.acceleration`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import SimpleITK as sitk
 import torch
 
 from ..body import body_mask, in_plane_box
-from ..choices import DEVICE_CHOICES, PRECISIONS, REFINE_MODES
-from ..config import ModelConfig
 from ..errors import InputError
 from ..intensity import ct_to_network, network_to_pet
 from ..model_file import LoadedModel
@@ -38,79 +34,22 @@ from ..slice_grid import SliceGrid
 from ..volume_io import AxialOrder, array_view, check_ct, image_like
 from .acceleration import compute_precision, resolve_precision
 from .device import resolve_device
+from .options import TranslationOptions
 from .windows import WindowPlan, refine_windows
 
 # Share of the progress bar each step gets (translation dominates the run time).
 _TRANSLATE, _REFINE = 0.75, 0.95
 
 
-@dataclass(frozen=True)
-class TranslationOptions:
-    """How to run a translation (the ``translate``, ``evaluate`` and ``demo`` options and the Slicer panel's).
-
-    ``batch_size`` is the number of slices per G pass (F runs ``max(1, batch_size // 2)``
-    windows per pass). ``precision`` ``bfloat16`` (autocast) is faster but outside the
-    project's tolerance of float32 (see :mod:`.acceleration`).
-    """
-
-    refine: str = field(
-        default="overlap",
-        metadata={"help": "3D refinement: overlap (stride < window, averaged), non-overlap or none", "choices": REFINE_MODES},
-    )
-    window: int | None = field(default=None, metadata={"help": "slices per refiner window s (default: the model's)", "type": int})
-    stride: int | None = field(
-        default=None, metadata={"help": "window offset k (default: the model's; non-overlap uses k = s)", "type": int}
-    )
-    device: str = field(default="auto", metadata={"help": "compute device", "choices": DEVICE_CHOICES})
-    batch_size: int = field(default=8, metadata={"help": "slices per generator pass"})
-    body_mask: bool = field(
-        default=True,
-        metadata={"help": "set the PET to 0 outside the patient's body found on the CT (couch, blankets, air)"},
-    )
-    precision: str = field(
-        default="float32",
-        metadata={
-            "help": "float32, or bfloat16 (autocast: faster on GPUs and CPUs with native bfloat16, but up to about "
-            "0.5 SUV from float32; for quick previews)",
-            "choices": PRECISIONS,
-        },
-    )
-
-    @property
-    def windows_per_batch(self) -> int:
-        """Refiner windows per forward pass."""
-        return max(1, self.batch_size // 2)
-
-    def validate(self, config: ModelConfig) -> tuple[int, int]:
-        """Check every option against a model of ``config`` (one-line :class:`InputError`);
-        returns the refiner window and stride (s, k) to use."""
-        if self.refine not in REFINE_MODES:
-            raise InputError(f"unknown refinement {self.refine!r}; choose one of {', '.join(REFINE_MODES)}")
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be at least 1 (got {self.batch_size})")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        window = self.window if self.window is not None else config.refiner.window
-        if window < 1:
-            raise InputError(f"window must be at least 1 slice (got {window})")
-        if self.refine == "non-overlap":
-            if self.stride is not None and self.stride != window:
-                raise InputError(f"non-overlap refinement uses stride = window ({window}); drop --stride or use --refine overlap")
-            return window, window
-        stride = self.stride if self.stride is not None else min(config.refiner.stride, max(window - 1, 1))
-        if self.refine == "overlap" and not 1 <= stride < window:
-            raise InputError(f"overlap refinement needs 1 <= stride < window (got stride {stride}, window {window})")
-        return window, stride
-
-
 def translate_volume(
     ct: sitk.Image,
     model: LoadedModel,
-    options: TranslationOptions = TranslationOptions(),
+    options: TranslationOptions | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> sitk.Image:
     """Translate a CT (HU) into a synthetic PET (float32 SUV) on exactly the CT's grid."""
+    options = options or TranslationOptions()
     progress = progress or no_progress
     check_ct(ct)
     window, stride = options.validate(model.config)

@@ -7,7 +7,7 @@ Run folder layout::
       split.json          train/val/test studies (by study, seeded)
       checkpoints/        stage1_last.pt, stage1_best.pt, stage2_last.pt, stage2_best.pt
       metrics.jsonl       one JSON object per step (losses, lr) and per validation
-      curves.png          losses and validation metrics
+      curves.png          losses and validation metrics (drawn when matplotlib is installed)
       init.safetensors    copy of the --init-from model whose G (and F) start the run
       model.safetensors   G + F of the kept steps (best validation, or the last with keep='last')
       STOP                create this file to stop the run cleanly (GUIs do)
@@ -35,7 +35,7 @@ from ..model_file import LoadedModel, load_model, save_model
 from ..networks import Generator, Refiner, RegistrationNet
 from ..progress import ProgressCallback, ProgressRange, no_progress
 from .config import RESUME_OVERRIDES, TrainConfig
-from .curves import plot_curves
+from .curves import NO_MATPLOTLIB, can_plot, plot_curves
 from .data_access import prepare_data
 from .loop import MetricsLog, StopRequest, load_stage_weights, run_stage
 from .tasks import GanTask, RefinerTask
@@ -113,7 +113,10 @@ def train(
             refiner.load_state_dict(load_stage_weights(checkpoints, "stage2", train_cfg.keep)["refiner"])
     finally:
         if log.path.exists():
-            plot_curves(log.path, out / "curves.png")
+            if can_plot():
+                plot_curves(log.path, out / "curves.png")
+            else:
+                notify(NO_MATPLOTLIB)
     model = LoadedModel(model_cfg, generator.eval(), refiner.eval() if refiner is not None else None)
     info = {"command": options.command, "mode": train_cfg.mode, "data": str(data_root), "split": data.split_digest}
     save_model(out / MODEL_FILE, model, info)
