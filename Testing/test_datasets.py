@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from RegC2PLib.body import body_mask, in_plane_box
 from RegC2PLib.config import preset
 from RegC2PLib.data.cache import cache_key, prepare_studies
 from RegC2PLib.data.datasets import SliceDataset, WindowDataset
@@ -240,12 +241,15 @@ def test_slice_dataset_matches_the_inference_mapping(phantoms, cache) -> None:
     for key in ("ct", "pet", "pet_aligned"):
         assert item[key].shape == (1, 128, 128) and item[key].dtype == torch.float32
         assert float(item[key].min()) >= -1.0 and float(item[key].max()) <= 1.0
+    # The same mapping as inference: the body-centred grid of the whole volume at the model's pixel size.
     ct = load_study(studies[1]).ct
-    array = torch.from_numpy(sitk.GetArrayFromImage(ct)[6:7])
-    grid = SliceGrid.fit(array.shape[1:], (ct.GetSpacing()[1], ct.GetSpacing()[0]), 128)
-    expected = grid.to_model(ct_to_network(array, CONFIG.intensity), fill=-1.0)
+    volume = sitk.GetArrayFromImage(ct)
+    box = in_plane_box(body_mask(volume, ct.GetSpacing()[::-1]))
+    grid = SliceGrid.for_model(volume.shape[1:], (ct.GetSpacing()[1], ct.GetSpacing()[0]), CONFIG, box)
+    assert grid.canvas == (128, 128)
+    expected = grid.to_model(ct_to_network(torch.from_numpy(volume[6:7]), CONFIG.intensity), fill=-1.0)
     torch.testing.assert_close(item["ct"], expected, atol=2e-3, rtol=0)
-    assert float(item["ct"][0, 0, 0]) == -1.0  # padding (40 columns wide image in a square grid)
+    assert float(item["ct"][0, 0, 0]) == -1.0  # padding around the phantom's field of view
 
 
 def test_cache_is_reused_and_invalidated(phantoms, tmp_path) -> None:

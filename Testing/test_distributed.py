@@ -5,16 +5,19 @@ data order: gradients after one step agree to float round-off (DDP averages the 
 batch-mean gradients, which is the global batch's mean gradient) and validation scores
 computed by the two ranks (each scoring every other study) are exactly those of one
 process on the same weights. Whole runs through ``torchrun`` (``regc2p train --processes
-2``): the networks compute the same functions as after a one-process run to ``OUTPUT_TOLERANCE``,
-only rank 0 writes into the run folder (every file write of each rank is recorded by an
-audit hook), a killed rank ends the job with a non-zero status and a readable checkpoint,
-and the run continues from it with two processes (bit-identical to an uninterrupted
-two-process run) or with one.
+2``): the logged losses agree with a one-process run to 1e-4 and the networks compute
+the same functions to ``OUTPUT_TOLERANCE``; only rank 0 writes into the run folder (every
+file write of each rank is recorded by an audit hook); a killed rank ends the job with a
+non-zero status and a readable checkpoint, and the run continues from it with two
+processes (bit-identical to an uninterrupted two-process run) or with one.
 
-Why weights are compared through the networks' outputs: a convolution bias followed by
-InstanceNorm has no effect (the norm subtracts it again), so its exact gradient is zero
-and its computed one is round-off, which Adam scales up to a full step of ``lr``; such
-weights differ between any two summation orders without changing any output.
+Why whole runs are compared loosely, through outputs: GAN training with Adam amplifies
+round-off. Here, scaling the initial weights by 1 + 1e-7 (about one float32 rounding)
+moves G's output after 4 steps by 2.5e-5, and by 1e-6 already by 1.2e-2, while training
+rank 0's half of each batch without averaging gradients moves it by 0.25. Weights
+themselves are not compared at all: a convolution bias followed by InstanceNorm has no
+effect (the norm subtracts it again), so its exact gradient is zero and its computed one
+is round-off, which Adam turns into a full step of ``lr``.
 """
 
 from __future__ import annotations
@@ -52,9 +55,10 @@ from RegC2PLib.training.tasks import GanTask, RefinerTask
 from RegC2PLib.training.validation import make_validator
 
 CPU = torch.device("cpu")
-# Largest difference allowed between the outputs (on the networks' [-1, 1] scale) of
-# networks trained by two processes and by one; 4 steps move G's output by about 0.6.
-OUTPUT_TOLERANCE = 1e-4
+# Largest difference allowed between the outputs (on the networks' [-1, 1] scale) of networks
+# trained the same way by two processes and by one (or compiled and not): 4 steps move G's
+# output by about 0.65; 2 processes differed by 6e-4, a missing gradient average gives 0.25.
+OUTPUT_TOLERANCE = 1e-2
 DEADLINE_S = 300.0
 STAGES = ("stage1", "stage2")
 
@@ -106,6 +110,7 @@ def test_the_ranks_batches_make_up_each_global_batch(world_size: int) -> None:
         RankShard(order[:7], 0, 2)
 
 
+@pytest.mark.slow
 def test_out_of_memory_names_the_largest_batch_that_fits(
     dataset: Path, tmp_path: Path, tiny_config: ModelConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -228,22 +233,22 @@ def _free_port() -> int:
 
 
 def _inputs(dataset: Path, tiny_config: ModelConfig, folder: Path) -> dict[str, object]:
-    """Slices, windows and validation volumes from the training cache of the phantoms."""
-    prepare_data(dataset, folder, tiny_config, seed=0, need_windows=False)
-    studies = sorted((folder / "cache").glob("*/ct.npy"))[:3]  # an odd number of validation studies
-    arrays = [{p.stem: np.load(p) for p in study.parent.glob("*.npy")} for study in studies]
-    ct = torch.from_numpy(arrays[0]["ct"][8:12].astype(np.float32))
-    pet = torch.from_numpy(arrays[0]["pet"][8:12].astype(np.float32))
-    window = tiny_config.refiner.window
-    starts = (0, 5, 9, 13)
+    """4 training slices, 4 refiner windows and 3 validation "studies" (thirds of the validation study)."""
+    data = prepare_data(dataset, folder, tiny_config, seed=0, need_windows=True)
+    assert data.windows is not None
+    volume = data.val_volumes[0]
+    third = len(volume.ct) // 3
+    parts = [slice(i * third, (i + 1) * third) for i in range(3)]  # an odd number: rank 0 scores two, rank 1 one
+
+    def batch(items: Dataset, indices: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        return {key: torch.stack([items[i][key] for i in indices]) for key in ("ct", "pet")}
+
     return {
-        "slices": {"ct": ct[:, None], "pet": pet[:, None]},
-        "windows": {
-            key: torch.stack([torch.from_numpy(arrays[1][key][s : s + window].astype(np.float32)) for s in starts])
-            for key in ("ct", "pet")
-        },
+        "slices": batch(data.slices, (3, 9, 20, 31)),
+        "windows": batch(data.windows, (0, 5, 17, 30)),
         "volumes": [
-            GridVolume(f"study{i}", a["ct"], a.get("pet_aligned", a["pet"]), a.get("lesions")) for i, a in enumerate(arrays)
+            GridVolume(f"part{i}", volume.ct[part], volume.reference[part], volume.body[part], volume.lesions[part])
+            for i, part in enumerate(parts)
         ],
     }
 
@@ -289,7 +294,6 @@ def test_two_ranks_compute_the_gradients_and_validation_of_one_process(
     dataset: Path, tmp_path: Path, tiny_config: ModelConfig
 ) -> None:
     inputs = _inputs(dataset, tiny_config, tmp_path)
-    assert len(inputs["volumes"]) == 3  # an odd number: rank 0 scores two studies, rank 1 one
     torch.save(inputs, tmp_path / "inputs.pt")
     context = torch.multiprocessing.start_processes(
         _rank_main, args=(_free_port(), str(tmp_path), tiny_config), nprocs=2, join=False, start_method="spawn"

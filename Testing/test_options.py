@@ -58,6 +58,12 @@ def test_every_training_field_is_an_option_that_reaches_the_config(f: dataclasse
 
 @pytest.mark.parametrize("f", dataclasses.fields(TranslationOptions), ids=lambda f: f.name)
 def test_every_translation_field_is_an_option_of_translate(f: dataclasses.Field) -> None:
+    if isinstance(f.default, bool):
+        flag = option_flag(TranslationOptions, f.name)
+        negated = "--no-" + flag[2:] if f.default else flag
+        args = build_parser().parse_args(["translate", "--ct", "ct.nii.gz", "--out", "pet.nii.gz", negated])
+        assert getattr(args, f.name) is (not f.default)
+        return
     args = build_parser().parse_args(
         ["translate", "--ct", "ct.nii.gz", "--out", "pet.nii.gz", option_flag(TranslationOptions, f.name), _other_value(f)]
     )

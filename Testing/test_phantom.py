@@ -272,3 +272,32 @@ def test_cli_phantom(tmp_path, capsys) -> None:
     assert "already holds case_0000" in capsys.readouterr().err
     assert main([*argv[:-2], "--lesions", "5", "2", "--overwrite"]) == 2
     assert "lesion count range (5, 2) is not usable" in capsys.readouterr().err
+
+
+def test_the_patient_lies_on_a_couch_under_a_blanket_that_carry_no_activity() -> None:
+    """The CT shows a foam mattress on a carbon-fibre board (dense skins around a foam core)
+    below the back and, for most patients, a blanket over the front; none of it has uptake,
+    and the body mask leaves the couch out."""
+    from RegC2PLib.body import body_mask
+    from RegC2PLib.data.phantom_anatomy import EQUIPMENT
+
+    found_blanket = False
+    for seed in range(3):
+        c = generate_case(SMALL, seed)
+        organs, ct = arr(c.organs), arr(c.ct)
+        board, foam, blanket = (organs == label for label in (Tissue.TABLE, Tissue.FOAM, Tissue.BLANKET))
+        assert board.any() and foam.any()
+        core = ndimage.binary_erosion(board | foam, iterations=1)  # away from partial-volume edges
+        assert np.median(ct[board & core]) > 100 and np.median(ct[foam & core]) < -700
+        body_rows = np.flatnonzero((~np.isin(organs, (Tissue.AIR, Tissue.AIRWAY, *EQUIPMENT))).any(axis=(0, 2)))
+        assert np.flatnonzero(board.any(axis=(0, 2))).min() > body_rows.max()  # below the back (posterior)
+        if blanket.any():
+            found_blanket = True
+            assert -950 < np.median(ct[blanket]) < -500
+        equipment = np.isin(organs, EQUIPMENT)
+        for pet in (c.pet, c.pet_aligned):  # no activity of its own: only PET blur spills onto it
+            activity = arr(resample_onto(pet, c.ct))
+            assert np.median(activity[equipment]) < 0.05
+        mask = body_mask(ct, c.ct.GetSpacing()[::-1])
+        assert not mask[board | foam].any()
+    assert found_blanket

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from RegC2PLib.body import body_mask, in_plane_box
 from RegC2PLib.cli import main
 from RegC2PLib.config import IntensityConfig, ModelConfig, RegistrationConfig, preset
 from RegC2PLib.data.datasets import SliceDataset
@@ -28,6 +29,7 @@ from RegC2PLib.evaluation import score_volume, summarize
 from RegC2PLib.intensity import network_to_pet
 from RegC2PLib.model_file import file_sha256, load_model, new_model, save_model
 from RegC2PLib.networks import RegistrationNet, smoothness_loss, warp
+from RegC2PLib.slice_grid import SliceGrid
 from RegC2PLib.training.config import TrainConfig
 from RegC2PLib.training.data_access import oversample_lesions, prepare_data
 from RegC2PLib.training.loop import MetricsLog, StopRequest, TrainingStopped, run_stage, stage_seconds
@@ -347,7 +349,7 @@ def test_init_from_starts_g_and_f_from_a_model_file(dataset: Path, tmp_path: Pat
     assert any(not torch.equal(fresh[k], trained[f"generator.{k}"]) for k in fresh)  # not the seed's random init
 
     save_model(start, new_model(tiny_config, seed=3))
-    with pytest.raises(InputError, match="holds other networks than this run asks for: image_size 64, not 128"):
+    with pytest.raises(InputError, match="holds other networks than this run asks for: generator GeneratorConfig"):
         train(RunOptions(tmp_path / "other", dataset, preset("small"), TrainConfig(init_from=str(start))))
     assert not (tmp_path / "other").exists()
 
@@ -385,17 +387,22 @@ def test_keep_last_takes_each_stages_last_weights_instead_of_the_best(
 
 
 def test_validation_scores_the_lesions_of_the_validation_studies(dataset: Path, tmp_path: Path, tiny_config: ModelConfig) -> None:
-    """The lesion maps of the phantoms reach validation on the model grid (here the CT grid
-    itself, 64 px), so the lesion SUVmax error is measured during training, not NaN."""
+    """The lesion maps of the phantoms reach validation on the model grid (the body-centred
+    canvas, nearest neighbour), so the lesion SUVmax error is measured during training, not NaN."""
     data = prepare_data(dataset, tmp_path, tiny_config, seed=0, need_windows=False)
     studies = {s.name: s for s in discover_studies(dataset)[0]}
     torch.manual_seed(0)
     task = GanTask(tiny_config, TrainConfig(), CPU)
     errors = []
     for volume in data.val_volumes:
-        native = sitk.GetArrayFromImage(load_study(studies[volume.name]).lesions)
+        loaded = load_study(studies[volume.name])
+        ct = sitk.GetArrayFromImage(loaded.ct)
+        box = in_plane_box(body_mask(ct, loaded.ct.GetSpacing()[::-1]))
+        grid = SliceGrid.for_model(ct.shape[1:], loaded.ct.GetSpacing()[1::-1], tiny_config, box)
+        native = torch.from_numpy(sitk.GetArrayFromImage(loaded.lesions).astype(np.float32))
         assert volume.lesions is not None and volume.lesions.dtype == np.uint8
-        assert np.array_equal(native, volume.lesions)  # every slice lies in the PET field of view here
+        # every slice lies in the PET field of view here
+        assert np.array_equal(grid.to_model(native, fill=0.0, labels=True).numpy().astype(np.uint8), volume.lesions)
         with torch.no_grad():
             pred = network_to_pet(
                 task.generator(torch.from_numpy(np.asarray(volume.ct, np.float32))[:, None])[:, 0].numpy(), tiny_config.intensity
@@ -465,18 +472,16 @@ def test_evaluation_matches_a_hand_computation() -> None:
     """pred = reference + 1 SUV except a lesion 3 SUV too low; SUV MAE in the body, lesion
     SUVmax error and the paper-scale MAE (32767 · mean |Δ| / SUVmax) by hand."""
     intensity = IntensityConfig(pet_suv_max=20.0)
-    ct = np.full((6, 32, 32), -1000.0)
-    ct[:, 8:24, 8:24] = 40.0
-    reference = np.zeros_like(ct)
+    reference = np.zeros((6, 32, 32))
     reference[:, 8:24, 8:24] = 2.0
-    lesions = np.zeros(ct.shape, np.uint8)
+    lesions = np.zeros(reference.shape, np.uint8)
     lesions[2:4, 12:15, 12:15] = 1
     reference[lesions == 1] = 9.0
     pred = reference + 1.0
     pred[lesions == 1] = 6.0
-    scores = score_volume("hand", pred, reference, ct, intensity, lesions)
-    body = np.zeros(ct.shape, bool)
+    body = np.zeros(reference.shape, bool)
     body[:, 8:24, 8:24] = True
+    scores = score_volume("hand", pred, reference, body, intensity, lesions)
     expected_mae = np.abs(pred - reference)[body].mean()
     assert scores.suv.mae_body == pytest.approx(expected_mae)
     assert scores.suv.lesion_suvmax_error == pytest.approx(3.0)

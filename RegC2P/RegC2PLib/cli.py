@@ -15,7 +15,7 @@ from . import __version__
 from .errors import RegC2PError
 
 # Sub-command modules, in the order the help lists them (pipeline order).
-COMMANDS = ("demo", "phantom", "train", "translate", "evaluate")
+COMMANDS = ("demo", "phantom", "train", "translate", "evaluate", "devices")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .body import body_mask
 from .config import IntensityConfig
 from .data.studies import MIN_COVERAGE, Study, load_study
 from .inference import TranslationOptions, translate_volume
 from .intensity import pet_to_network
-from .metrics import PaperMetrics, SuvMetrics, body_mask, paper_metrics, suv_metrics
+from .metrics import PaperMetrics, SuvMetrics, paper_metrics, suv_metrics
 from .model_file import LoadedModel
 from .progress import ProgressCallback, no_progress
 from .volume_io import array_view
@@ -43,17 +44,17 @@ def score_volume(
     study: str,
     pred_suv: np.ndarray,
     ref_suv: np.ndarray,
-    ct_hu: np.ndarray,
+    body: np.ndarray,
     intensity: IntensityConfig,
     lesions: np.ndarray | None = None,
 ) -> VolumeScores:
     """Scores of a predicted PET (z, y, x) in SUV against the reference on the same grid.
 
     Paper scale: both volumes mapped to the network scale with the model's SUV range;
-    SUV figures inside the body mask of the CT (HU).
+    SUV figures inside ``body`` (the CT's :func:`~RegC2PLib.body.body_mask`).
     """
     paper = paper_metrics(pet_to_network(pred_suv, intensity), pet_to_network(ref_suv, intensity))
-    return VolumeScores(study, paper, suv_metrics(pred_suv, ref_suv, body_mask(ct_hu), lesions))
+    return VolumeScores(study, paper, suv_metrics(pred_suv, ref_suv, body, lesions))
 
 
 def summarize(scores: Sequence[VolumeScores]) -> dict[str, float]:
@@ -109,11 +110,5 @@ def evaluate_study(
     keep = loaded.coverage >= MIN_COVERAGE
     reference = loaded.pet_aligned if loaded.pet_aligned is not None else loaded.pet
     lesions = array_view(loaded.lesions)[keep] if loaded.lesions is not None else None
-    return score_volume(
-        study.name,
-        array_view(pred)[keep],
-        array_view(reference)[keep],
-        array_view(loaded.ct)[keep],
-        model.config.intensity,
-        lesions,
-    )
+    body = body_mask(array_view(loaded.ct), loaded.ct.GetSpacing()[::-1])[keep]
+    return score_volume(study.name, array_view(pred)[keep], array_view(reference)[keep], body, model.config.intensity, lesions)

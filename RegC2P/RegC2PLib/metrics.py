@@ -18,7 +18,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
@@ -28,7 +27,6 @@ from .intensity import network_to_paper_scale
 PAPER_MAE_SCALE = 32767.0
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
-BODY_THRESHOLD_HU = -500.0
 
 
 def ssim_slices(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor, data_range: float = 1.0) -> np.ndarray:
@@ -83,19 +81,6 @@ def paper_metrics(pred: np.ndarray, gt: np.ndarray) -> PaperMetrics:
         n_slices=len(mae),
         n_exact_slices=int((~finite).sum()),
     )
-
-
-def body_mask(ct_hu: np.ndarray) -> np.ndarray:
-    """Body of a CT (z, y, x) in HU: voxels above -500 HU, largest connected part, holes
-    (lungs, bowel gas) filled slice by slice."""
-    above = np.asarray(ct_hu) > BODY_THRESHOLD_HU
-    if not above.any():
-        return above
-    components = sitk.ConnectedComponent(sitk.GetImageFromArray(above.astype(np.uint8)))
-    largest = sitk.GetArrayFromImage(sitk.RelabelComponent(components, sortByObjectSize=True)) == 1
-    in_plane = np.zeros((3, 3, 3), dtype=bool)
-    in_plane[1] = ndimage.generate_binary_structure(2, 1)
-    return ndimage.binary_fill_holes(largest, structure=in_plane)
 
 
 @dataclass(frozen=True)

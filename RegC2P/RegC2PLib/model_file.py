@@ -131,12 +131,12 @@ def save_model(path: str | os.PathLike[str], model: LoadedModel, info: Mapping[s
     return model.sha256
 
 
-def read_config(path: str | os.PathLike[str]) -> ModelConfig:
-    """The config stored in a model file, without loading its weights."""
-    return _open(Path(path))[0]
+def read_config(path: str | os.PathLike[str], fine_tuning: bool = False) -> ModelConfig:
+    """The config stored in a model file, without loading its weights (``fine_tuning``: see :func:`load_model`)."""
+    return _open(Path(path), fine_tuning)[0]
 
 
-def _open(path: Path) -> tuple[ModelConfig, dict[str, str]]:
+def _open(path: Path, fine_tuning: bool = False) -> tuple[ModelConfig, dict[str, str]]:
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist; give the path of a RegC2P .safetensors model")
     try:
@@ -146,13 +146,17 @@ def _open(path: Path) -> tuple[ModelConfig, dict[str, str]]:
         raise ModelFileError(f"{path.name} is not a readable safetensors model file ({one_line(exc)})") from exc
     if "regc2p_config" not in metadata:
         raise ModelFileError(f"{path.name} is a safetensors file but not a RegC2P model (no regc2p_config metadata)")
-    return ModelConfig.from_json(metadata["regc2p_config"]), metadata
+    return ModelConfig.from_json(metadata["regc2p_config"], fine_tuning), metadata
 
 
-def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
-    """Load and verify a model file; raises :class:`ModelFileError` with the reason."""
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu", fine_tuning: bool = False) -> LoadedModel:
+    """Load and verify a model file; raises :class:`ModelFileError` with the reason.
+
+    ``fine_tuning``: the networks are only a starting point for training, so a file of an
+    older format (whose grid meant something else) is accepted for its weights.
+    """
     path = Path(path)
-    config, metadata = _open(path)
+    config, metadata = _open(path, fine_tuning)
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)

@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_path
+from .data.dicom_series import read_ct_series
 from .errors import InputError
 
 # Extensions SimpleITK writes; used to keep the suffix of a temporary file so the
@@ -22,28 +23,18 @@ WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif"
 
 
 def read_image(path: str | os.PathLike[str]) -> sitk.Image:
-    """Read a volume file (any SimpleITK format) or a folder holding one DICOM series."""
+    """Read a volume file (any SimpleITK format), or the CT series of a DICOM folder tree
+    (:func:`RegC2PLib.data.dicom_series.read_ct_series`: series chosen and geometry checked)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist; give the path of a volume file or a DICOM series folder")
     try:
         if path.is_dir():
-            return _read_dicom_series(path)
+            return read_ct_series(path).image
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
         raise InputError(f"cannot read {path}: {first}") from exc
-
-
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(f"{folder} holds no DICOM series; give a folder with one DICOM series or a volume file")
-    if len(series) > 1:
-        raise InputError(f"{folder} holds {len(series)} DICOM series ({', '.join(series)}); put each series in its own folder")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    return reader.Execute()
 
 
 def check_volume(image: sitk.Image, what: str) -> None:

@@ -18,24 +18,15 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..atomic import atomic_path
-from ..config import preset
-from ..data.phantom import PhantomConfig, generate_case
-from ..data.phantom_anatomy import Tissue
 from ..errors import InputError
-from ..evaluation import format_table, score_volume, summarize
-from ..figures import fused_figure
-from ..inference import TranslationOptions, translate_volume
-from ..model_file import LoadedModel, bundled_model_path, load_model, new_model
-from ..volume_io import array_view, resample_onto, write_image
+from ..inference import TranslationOptions
 from .options import add_config_options, given_options
 from .progress_display import add_progress_option, progress_display
 
-# Organs whose largest axial cross-section gives the figure's axial levels (plus one lesion level).
-LEVEL_ORGANS = (Tissue.BRAIN_GRAY, Tissue.MYOCARDIUM, Tissue.LIVER, Tissue.KIDNEY, Tissue.BLADDER)
+if TYPE_CHECKING:
+    from ..model_file import LoadedModel
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model(path: Path | None) -> tuple[LoadedModel, str]:
+    from ..config import preset
+    from ..model_file import bundled_model_path, load_model, new_model
+
     path = path or bundled_model_path()
     if path is not None:
         model = load_model(path)
@@ -67,6 +61,19 @@ def _model(path: Path | None) -> tuple[LoadedModel, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..atomic import atomic_path
+    from ..body import body_mask
+    from ..data.phantom import PhantomConfig, generate_case
+    from ..data.phantom_anatomy import Tissue
+    from ..evaluation import format_table, score_volume, summarize
+    from ..figures import fused_figure
+    from ..inference import translate_volume
+    from ..volume_io import array_view, resample_onto, write_image
+
+    # Organs whose largest axial cross-section gives the figure's axial levels (plus one lesion level).
+    level_organs = (Tissue.BRAIN_GRAY, Tissue.MYOCARDIUM, Tissue.LIVER, Tissue.KIDNEY, Tissue.BLADDER)
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"{args.out} is a file; give a folder for the demo outputs")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         write_image(image, args.out / f"{name}.nii.gz")
 
     ct, synthetic, ref, lesions = (array_view(image) for image in (case.ct, pet, reference, case.lesions))
-    scores = score_volume("demo", synthetic, ref, ct, model.config.intensity, lesions)
+    body = body_mask(ct, case.ct.GetSpacing()[::-1])
+    scores = score_volume("demo", synthetic, ref, body, model.config.intensity, lesions)
     record = {
         "model": model_name,
         "seed": args.seed,
@@ -94,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         tmp.write_text(json.dumps(record, indent=2))
 
     organs = array_view(case.organs)
-    levels = [int(np.argmax((organs == organ).sum(axis=(1, 2)))) for organ in LEVEL_ORGANS]
+    levels = [int(np.argmax((organs == organ).sum(axis=(1, 2)))) for organ in level_organs]
     if lesions.any():  # and the slice where lesions cover the most area, head to feet with the rest
         levels = sorted({*levels, int(np.argmax((lesions > 0).sum(axis=(1, 2))))}, reverse=True)
     spacing_zyx = case.ct.GetSpacing()[::-1]

@@ -8,14 +8,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ..atomic import atomic_path
-from ..data.split import SUBSETS, read_manifest, select, split_studies
-from ..data.studies import discover_studies, skipped_summary
+from ..choices import SUBSETS
 from ..errors import InputError
-from ..evaluation import evaluate_study, format_table, summarize
 from ..inference import TranslationOptions
-from ..model_file import load_model
-from ..progress import ProgressRange
 from .options import add_config_options, given_options
 from .progress_display import add_progress_option, progress_display
 
@@ -40,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..atomic import atomic_path
+    from ..data.split import read_manifest, select, split_studies
+    from ..data.studies import discover_studies, skipped_summary
+    from ..evaluation import evaluate_study, format_table, summarize
+    from ..model_file import load_model
+    from ..progress import ProgressRange
+
     if args.json is not None and not args.json.parent.is_dir():
         raise InputError(f"folder {args.json.parent} for --json does not exist; create it first")
     model = load_model(args.model)

@@ -44,6 +44,19 @@ def given_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if _is_option(f) and hasattr(args, f.name)}
 
 
+def as_arguments(config: Any) -> list[str]:
+    """The command-line arguments that give ``config`` (a dataclass of options) its values:
+    every documented field that is not ``None`` (``--x``/``--no-x`` for booleans)."""
+    arguments: list[str] = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not _is_option(f) or value is None:
+            continue
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        arguments += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
+    return arguments
+
+
 def option_flag(cls: type, name: str) -> str:
     """The command-line spelling of field ``name`` of ``cls`` (for messages)."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)

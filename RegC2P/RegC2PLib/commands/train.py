@@ -2,7 +2,10 @@
 
 The training options are generated from :class:`~RegC2PLib.training.config.TrainConfig`
 (one option per field, help in the field's metadata); the network options (``--preset``,
-``--image-size``, ``--window``, ``--stride``) choose the :class:`~RegC2PLib.config.ModelConfig`.
+``--image-size``, ``--pixel-mm``, ``--window``, ``--stride``) choose the
+:class:`~RegC2PLib.config.ModelConfig`. The RegC2P Training batch script takes the same
+options (:func:`add_options`, :func:`run_options`). Only torch-free modules are imported
+here; the training code is imported when the command runs.
 
 Several processes (GPUs): run it under ``torchrun`` (``torchrun --nproc_per_node N -m
 RegC2PLib train ...``, or ``--processes N``, which starts that on this machine); rank 0
@@ -17,59 +20,71 @@ import dataclasses
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import PRESETS, ModelConfig, preset
 from ..errors import InputError
-from ..model_file import read_config
 from ..training.config import RESUME_OVERRIDES, TrainConfig
-from ..training.runner import RunOptions
 from .launch import PROCESSES_FLAG, launch, under_torchrun
 from .options import add_config_options, given_options, option_flag
 from .progress_display import add_progress_option, progress_display
+
+if TYPE_CHECKING:
+    from ..training.runner import RunOptions
 
 DESCRIPTION = (
     "Train RegC2P on a dataset folder (one sub-folder per study, see docs/datasets.md) or a RegGAN/CPDM slice folder "
     "(stage 1 only). The run folder receives the config, the split manifest, checkpoints, metrics.jsonl, curves.png and "
     f"the final model.safetensors. Ctrl-C stops cleanly; --resume continues (and may change {', '.join(RESUME_OVERRIDES)})."
 )
+NETWORK_OPTIONS = ("preset", "image_size", "pixel_mm", "window", "stride")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train G+R+D (stage 1) and the 3D refiner (stage 2) on a dataset", description=DESCRIPTION
     )
-    p.add_argument("--data", type=Path, help="dataset folder (not needed with --resume)")
-    p.add_argument("--out", required=True, type=Path, help="run folder (created; must be new unless --resume)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument(
+    add_options(p)
+    p.set_defaults(func=run)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Every ``regc2p train`` option: the run folder, the network options and one option per
+    :class:`TrainConfig` field; read them with :func:`run_options`."""
+    parser.add_argument("--data", type=Path, help="dataset folder (not needed with --resume)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder (created; must be new unless --resume)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument(
         PROCESSES_FLAG,
         type=int,
         default=1,
         metavar="N",
         help="train as N processes on this machine, one per GPU (runs torchrun --standalone; see docs/training-at-scale.md)",
     )
-    add_training_options(p)
-    add_progress_option(p)
-    p.set_defaults(func=run)
-
-
-def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """The network options and one option per :class:`TrainConfig` field (shared with the Slicer batch script)."""
     networks = parser.add_argument_group("networks (default: the small preset, or the --init-from model's)")
     networks.add_argument("--preset", choices=sorted(PRESETS), help="network sizes")
     networks.add_argument("--image-size", type=int, help="slice size M in pixels (default: the preset's)")
+    networks.add_argument("--pixel-mm", type=float, help="in-plane pixel size of the model grid in mm (default: the preset's)")
     networks.add_argument("--window", type=int, help="refiner window s in slices (default: the preset's)")
     networks.add_argument("--stride", type=int, help="refiner validation stride k (default: the preset's)")
     add_config_options(parser.add_argument_group("training"), TrainConfig)
+    add_progress_option(parser)
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
     """The network configuration the options ask for: a preset, or the ``--init-from`` model's own, with changes."""
     init_from = getattr(args, "init_from", "")
-    model_cfg = read_config(init_from) if init_from and not args.preset else preset(args.preset or "small")
+    if init_from and not args.preset:
+        from ..model_file import read_config
+
+        model_cfg = read_config(init_from, fine_tuning=True)
+    else:
+        model_cfg = preset(args.preset or "small")
     changes: dict[str, object] = {}
     if args.image_size:
         changes["image_size"] = args.image_size
+    if args.pixel_mm:
+        changes["pixel_mm"] = args.pixel_mm
     if args.window or args.stride:
         window = args.window or model_cfg.refiner.window
         changes["refiner"] = dataclasses.replace(
@@ -83,10 +98,12 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
 
 def run_options(args: argparse.Namespace, command: str) -> RunOptions:
     """A :class:`RunOptions` from parsed options: a new run's configs, or a resume's allowed changes."""
+    from ..training.runner import RunOptions
+
     given = given_options(args, TrainConfig)
     if args.resume:
         fixed = sorted(set(given) - set(RESUME_OVERRIDES))
-        network = [flag for flag in ("preset", "image_size", "window", "stride") if getattr(args, flag)]
+        network = [name for name in NETWORK_OPTIONS if getattr(args, name)]
         if fixed or network:
             flags = [option_flag(TrainConfig, name) for name in fixed] + ["--" + n.replace("_", "-") for n in network]
             raise InputError(

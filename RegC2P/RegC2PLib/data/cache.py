@@ -1,9 +1,10 @@
 """The training cache: each study preprocessed once at model size and memory-mapped.
 
 A study's CT, PET and (when present) aligned PET on the CT grid are mapped to [-1, 1]
-(:mod:`..intensity`) and onto the model's ``M×M`` grid by :class:`..slice_grid.SliceGrid`
-(the mapping inference uses; padding -1), and stored as float16 ``.npy`` files; a lesion
-map is stored as uint8 on the same grid (nearest neighbour). The datasets
+(:mod:`..intensity`) and onto the model grid by :class:`..slice_grid.SliceGrid` — the
+mapping inference uses: the model's pixel size, a canvas of at least ``M×M`` centred on
+the body (:func:`..body.body_mask`), padding -1 — and stored as float16 ``.npy`` files;
+the body mask and a lesion map are stored as uint8 on the same grid (nearest neighbour). The datasets
 (:mod:`.datasets`) memory-map them, so RAM stays bounded by the handful of studies a
 worker has open, whatever the dataset size.
 
@@ -29,6 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..body import body_mask, in_plane_box
 from ..config import IntensityConfig, ModelConfig
 from ..errors import InputError
 from ..intensity import ct_to_network, pet_to_network
@@ -36,7 +38,7 @@ from ..progress import ProgressCallback, no_progress
 from ..slice_grid import SliceGrid
 from .studies import MIN_COVERAGE, Skipped, Study, load_study
 
-CACHE_VERSION = 3  # 3: meta.json holds only what is read back
+CACHE_VERSION = 4  # 4: physical pixel size, body-centred canvas, body mask
 
 
 def default_cache_dir() -> Path:
@@ -49,15 +51,17 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class CachedStudy:
-    """A study preprocessed at model size: ``folder`` holds ct/pet[/pet_aligned].npy of
-    shape (n_slices, M, M), float16 in [-1, 1], and the lesion map lesions.npy (uint8)
-    when the study has one; slices ``valid[0]..valid[1]-1`` lie in the PET field of view."""
+    """A study preprocessed for a model: ``folder`` holds ct/pet[/pet_aligned].npy of shape
+    (n_slices, H, W) (the study's canvas, H and W at least M), float16 in [-1, 1], the body
+    mask body.npy and, when the study has one, the lesion map lesions.npy (uint8); slices
+    ``valid[0]..valid[1]-1`` lie in the PET field of view; ``slice_mm`` is the slice spacing."""
 
     name: str
     folder: Path
     n_slices: int
     valid: tuple[int, int]
     has_aligned: bool
+    slice_mm: float
 
     @property
     def n_valid(self) -> int:
@@ -77,6 +81,8 @@ def cache_key(study: Study, config: ModelConfig) -> str:
     payload = {
         "version": CACHE_VERSION,
         "image_size": config.image_size,
+        "pixel_mm": config.pixel_mm,
+        "size_multiple": config.size_multiple,
         "intensity": asdict(config.intensity),
         "suv_factor": study.suv_factor,
         "min_coverage": MIN_COVERAGE,
@@ -107,16 +113,16 @@ def _chunks(volume: sitk.Image, chunk: int = 32):  # type: ignore[no-untyped-def
 
 def intensities_to_model(volume: sitk.Image, grid: SliceGrid, to_network, intensity: IntensityConfig) -> np.ndarray:  # type: ignore[no-untyped-def]
     """A CT or PET volume on the model grid: ``to_network`` (HU or SUV -> [-1, 1]), then
-    :meth:`SliceGrid.to_model` (padding -1); float16 (z, M, M)."""
-    out = np.empty((volume.GetSize()[2], grid.size, grid.size), np.float16)
+    :meth:`SliceGrid.to_model` (padding -1); float16 (z, H, W)."""
+    out = np.empty((volume.GetSize()[2], *grid.canvas), np.float16)
     for start, block in _chunks(volume):
         out[start : start + len(block)] = grid.to_model(to_network(block, intensity), fill=-1.0).numpy()
     return out
 
 
 def labels_to_model(volume: sitk.Image, grid: SliceGrid) -> np.ndarray:
-    """A label map on the model grid by nearest neighbour (background 0); uint8 (z, M, M)."""
-    out = np.empty((volume.GetSize()[2], grid.size, grid.size), np.uint8)
+    """A label map on the model grid by nearest neighbour (background 0); uint8 (z, H, W)."""
+    out = np.empty((volume.GetSize()[2], *grid.canvas), np.uint8)
     for start, block in _chunks(volume):
         out[start : start + len(block)] = grid.to_model(block, fill=0.0, labels=True).numpy()
     return out
@@ -134,14 +140,16 @@ def prepare_study(study: Study, config: ModelConfig, cache_dir: str | os.PathLik
             meta = json.loads(meta_path.read_text())
             if meta.get("key") == key and all((folder / f"{v}.npy").exists() for v in meta["volumes"]):
                 valid = (int(meta["valid"][0]), int(meta["valid"][1]))
-                return CachedStudy(study.name, folder, int(meta["n_slices"]), valid, "pet_aligned" in meta["volumes"])
+                aligned = "pet_aligned" in meta["volumes"]
+                return CachedStudy(study.name, folder, int(meta["n_slices"]), valid, aligned, float(meta["slice_mm"]))
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             pass  # unreadable entry: rebuild it below
     loaded = load_study(study)
     ct = loaded.ct
     size = ct.GetSize()
     spacing = ct.GetSpacing()
-    grid = SliceGrid.fit((size[1], size[0]), (spacing[1], spacing[0]), config.image_size)
+    body = body_mask(sitk.GetArrayViewFromImage(ct), spacing[::-1])
+    grid = SliceGrid.for_model((size[1], size[0]), (spacing[1], spacing[0]), config, in_plane_box(body))
     valid = _longest_run(loaded.coverage >= MIN_COVERAGE)
     if valid[1] == valid[0]:
         raise InputError(
@@ -153,6 +161,9 @@ def prepare_study(study: Study, config: ModelConfig, cache_dir: str | os.PathLik
     }
     if loaded.pet_aligned is not None:
         arrays["pet_aligned"] = intensities_to_model(loaded.pet_aligned, grid, pet_to_network, config.intensity)
+    body_image = sitk.GetImageFromArray(body.astype(np.uint8))
+    del body
+    arrays["body"] = labels_to_model(body_image, grid)
     if loaded.lesions is not None:
         arrays["lesions"] = labels_to_model(loaded.lesions, grid)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +171,7 @@ def prepare_study(study: Study, config: ModelConfig, cache_dir: str | os.PathLik
     try:
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
-        meta = {"key": key, "n_slices": int(size[2]), "valid": list(valid), "volumes": sorted(arrays)}
+        meta = {"key": key, "n_slices": int(size[2]), "valid": list(valid), "slice_mm": spacing[2], "volumes": sorted(arrays)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if folder.exists():
             shutil.rmtree(folder)
@@ -168,7 +179,7 @@ def prepare_study(study: Study, config: ModelConfig, cache_dir: str | os.PathLik
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CachedStudy(study.name, folder, int(size[2]), valid, "pet_aligned" in arrays)
+    return CachedStudy(study.name, folder, int(size[2]), valid, "pet_aligned" in arrays, float(spacing[2]))
 
 
 def prepare_studies(

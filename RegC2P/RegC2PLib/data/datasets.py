@@ -86,6 +86,12 @@ class _StudyDataset(Dataset):
         self.__dict__.update(state)
         self._arrays = _OpenStudies()
 
+    def _sample(self, array: np.ndarray, slices: slice) -> torch.Tensor:
+        """Float32 (n, M, M) of ``slices`` of a cached (z, H, W) array: the central M×M of a larger canvas."""
+        size = self.config.image_size
+        top, left = (array.shape[1] - size) // 2, (array.shape[2] - size) // 2
+        return torch.from_numpy(np.asarray(array[slices, top : top + size, left : left + size], dtype=np.float32))
+
     def _require(self, what: str) -> None:
         if len(self) == 0:
             if not self.skipped:
@@ -113,7 +119,8 @@ class _StudyDataset(Dataset):
 
 class SliceDataset(_StudyDataset):
     """Axial slice pairs. Item: ``ct``, ``pet`` and, when the study has one, ``pet_aligned``
-    (each float32 (1, M, M) in [-1, 1]), ``study`` (name) and ``slice`` (CT slice index).
+    (each float32 (1, M, M) in [-1, 1]: the central M×M of the study's canvas), ``study``
+    (name) and ``slice`` (CT slice index).
 
     Only slices inside the PET field of view are used; studies without an aligned PET
     give items without ``pet_aligned`` (keep such studies apart when batching).
@@ -144,7 +151,7 @@ class SliceDataset(_StudyDataset):
         study, offset = self.locate(index)
         k = study.valid[0] + offset
         arrays = self._arrays.get(study)
-        item: dict[str, object] = {v: torch.from_numpy(np.asarray(a[k], dtype=np.float32))[None] for v, a in arrays.items()}
+        item: dict[str, object] = {v: self._sample(a, slice(k, k + 1)) for v, a in arrays.items()}
         item["study"] = study.name
         item["slice"] = k
         return item
@@ -187,9 +194,7 @@ class WindowDataset(_StudyDataset):
         study, offset = self.locate(index)
         start = study.valid[0] + offset * self.stride
         arrays = self._arrays.get(study)
-        item: dict[str, object] = {
-            v: torch.from_numpy(np.asarray(a[start : start + self.window], dtype=np.float32)) for v, a in arrays.items()
-        }
+        item: dict[str, object] = {v: self._sample(a, slice(start, start + self.window)) for v, a in arrays.items()}
         item["study"] = study.name
         item["start"] = start
         return item

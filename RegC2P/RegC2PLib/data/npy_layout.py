@@ -65,7 +65,9 @@ class NpySliceDataset(Dataset):
             raise InputError(f"{path} has values {low:g}..{high:g}; the RegGAN/CPDM layout stores slices scaled to [-1, 1]")
         tensor = torch.from_numpy(array)[None]
         if array.shape != (self.size, self.size):
-            tensor = SliceGrid.fit(array.shape, (1.0, 1.0), self.size).to_model(tensor, fill=-1.0)
+            # No spacing in this layout: a slice is taken to span the model grid (M pixels of pixel_mm).
+            spacing = (self.size / array.shape[0], self.size / array.shape[1])
+            tensor = SliceGrid.fit(array.shape, spacing, 1.0, self.size).to_model(tensor, fill=-1.0)
         return tensor
 
     def __getitem__(self, index: int) -> dict[str, object]:

@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import SimpleITK as sitk
@@ -31,8 +32,8 @@ from ..errors import InputError
 from ..progress import ProgressCallback, no_progress
 from ..volume_io import write_image
 from .misalignment import Misalignment
-from .pet_physics import add_noise, blur_fwhm, noise_field, sample, smooth_field
-from .phantom_anatomy import BodyPlan, Tissue, TissueValues, draw_body_plan, paint_anatomy, tissue_values
+from .pet_physics import noise_field, scan, smooth_field
+from .phantom_anatomy import EQUIPMENT, BodyPlan, Tissue, TissueValues, draw_body_plan, paint_anatomy, tissue_values
 from .phantom_grid import Grid
 from .phantom_lesions import Lesion, place_lesions
 
@@ -43,39 +44,54 @@ SUV_CAP = 40.0  # bladder and renal pelvis are clipped here
 
 
 @dataclass(frozen=True)
-class PhantomConfig:
-    """How phantoms are made. Shapes and spacings are (z, y, x); lengths in mm.
+class ScanSettings:
+    """What every phantom source shares: the misalignment (``misalign`` is RegGAN's noise
+    level L, 0 = none; ``breathing_mm`` the largest diaphragm shift, drawn per case in 30-100 %
+    of it, 0 = none), PET formation (resolution FWHM, pixel and slice size in mm, never finer
+    than the CT; noise level) and the lesion count range."""
 
-    ``spacing`` None fits the body: z covers vertex to upper thigh (940 mm), in-plane
-    520 mm. ``misalign`` is RegGAN's noise level L (0 = none); ``breathing_mm`` the
-    largest diaphragm shift (drawn per case in 30-100 % of it; 0 = none). PET pixels
-    are ``pet_pixel_mm`` in-plane and ``pet_slice_mm`` thick, never finer than the CT.
-    """
-
-    shape: tuple[int, int, int] = (96, 128, 128)
-    spacing: tuple[float, float, float] | None = None
     misalign: float = 2.0
     breathing_mm: float = 10.0
     pet_fwhm_mm: float = 6.0
     pet_pixel_mm: float = 4.0
     pet_slice_mm: float = 4.0
     pet_noise: float = 0.15
-    ct_noise_hu: float = 10.0
     lesions: tuple[int, int] = (2, 5)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.misalign <= 10:
+            raise InputError(f"misalignment level {self.misalign} is out of range; use 0 (none) to 10 (RegGAN uses 1-5)")
+        if not 0 <= self.breathing_mm <= 40:
+            raise InputError(f"breathing shift {self.breathing_mm} mm is out of range; use 0 to 40 mm")
+        if self.pet_fwhm_mm < 0 or self.pet_pixel_mm <= 0 or self.pet_slice_mm <= 0 or self.pet_noise < 0:
+            raise InputError("PET FWHM, PET pixel and slice sizes and noise levels must be positive")
+        if not 0 <= self.lesions[0] <= self.lesions[1] <= 255:
+            raise InputError(f"lesion count range {self.lesions} is not usable; give MIN <= MAX between 0 and 255")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PhantomConfig(ScanSettings):
+    """How whole-body phantoms are made: :class:`ScanSettings` plus the CT grid and noise.
+    Shapes and spacings are (z, y, x); lengths in mm.
+
+    ``spacing`` None fits the body: z covers vertex to upper thigh (940 mm), in-plane 520 mm.
+    """
+
+    shape: tuple[int, int, int] = (96, 128, 128)
+    spacing: tuple[float, float, float] | None = None
+    ct_noise_hu: float = 10.0
 
     def __post_init__(self) -> None:
         if len(self.shape) != 3 or min(self.shape) < 8 or max(self.shape) > 1024:
             raise InputError(f"phantom shape {self.shape} is not usable; give three sizes Z Y X between 8 and 1024")
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise InputError(f"phantom spacing {self.spacing} is not usable; give three positive sizes Z Y X in mm")
-        if not 0 <= self.misalign <= 10:
-            raise InputError(f"misalignment level {self.misalign} is out of range; use 0 (none) to 10 (RegGAN uses 1-5)")
-        if not 0 <= self.breathing_mm <= 40:
-            raise InputError(f"breathing shift {self.breathing_mm} mm is out of range; use 0 to 40 mm")
-        if self.pet_fwhm_mm < 0 or self.pet_pixel_mm <= 0 or self.pet_slice_mm <= 0 or self.pet_noise < 0 or self.ct_noise_hu < 0:
-            raise InputError("PET FWHM, PET pixel and slice sizes and noise levels must be positive")
-        if not 0 <= self.lesions[0] <= self.lesions[1] <= 255:
-            raise InputError(f"lesion count range {self.lesions} is not usable; give MIN <= MAX between 0 and 255")
+        super().__post_init__()
+        if self.ct_noise_hu < 0:
+            raise InputError(f"CT noise {self.ct_noise_hu} HU is negative; give 0 (none) or more")
 
     def ct_grid(self) -> Grid:
         """The CT grid: field of view from just above the vertex downwards, centred in-plane."""
@@ -90,12 +106,35 @@ class PhantomConfig:
         return Grid((nz, ny, nx), spacing, origin)  # type: ignore[arg-type]
 
     def pet_grid(self) -> Grid:
-        ct = self.ct_grid()
-        s = ct.spacing
-        return ct.resampled((max(self.pet_slice_mm, s[0]), max(self.pet_pixel_mm, s[1]), max(self.pet_pixel_mm, s[2])))
+        return pet_grid_for(self.ct_grid(), self.pet_pixel_mm, self.pet_slice_mm)
 
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+
+def pet_grid_for(ct: Grid, pixel_mm: float, slice_mm: float) -> Grid:
+    """The PET grid over ``ct``'s field of view: ``pixel_mm`` pixels and ``slice_mm`` slices, never finer than the CT."""
+    s = ct.spacing
+    return ct.resampled((max(slice_mm, s[0]), max(pixel_mm, s[1]), max(pixel_mm, s[2])))
+
+
+class StudyCase(Protocol):
+    """A generated study as :func:`write_case` writes it: SimpleITK images and a JSON description."""
+
+    ct: sitk.Image
+    pet: sitk.Image
+    pet_aligned: sitk.Image
+    lesions: sitk.Image
+    organs: sitk.Image
+
+    def metadata(self) -> dict[str, object]: ...
+
+
+class CaseMaker(Protocol):
+    """Makes case ``index`` of a dataset from its seed (picklable, for worker processes)."""
+
+    def __call__(self, index: int, seed: int) -> StudyCase: ...
+
+    def describe(self) -> dict[str, object]:
+        """The generator's name and configuration, for ``phantom_dataset.json``."""
+        ...
 
 
 @dataclass
@@ -154,8 +193,6 @@ def generate_case(config: PhantomConfig, seed: int) -> PhantomCase:
     hu, suv = _ct_and_activity(grid, labels, lesion_map, lesions, values, config, rng_texture)
 
     pet_grid = config.pet_grid()
-    blurred = blur_fwhm(suv, grid.spacing, config.pet_fwhm_mm, pet_grid.spacing)
-    d, y, x = pet_grid.depth[:, None, None], pet_grid.y[None, :, None], pet_grid.x[None, None, :]
     ext = grid.extent_mm()
     motion = Misalignment.draw(
         rng_motion,
@@ -168,12 +205,8 @@ def generate_case(config: PhantomConfig, seed: int) -> PhantomCase:
         float(plan.spine_y(np.array([plan.dome_right]))[0]),
     )
     noise = noise_field(rng_noise, pet_grid.shape)
-    aligned = add_noise(sample(blurred, grid, d, y, x), noise, config.pet_noise)
-    moved = (
-        aligned.copy()
-        if motion.is_identity
-        else add_noise(sample(blurred, grid, *motion.source_points(d, y, x)), noise, config.pet_noise)
-    )
+    move = None if motion.is_identity else motion.source_points
+    aligned, moved = scan(suv, grid, pet_grid, config.pet_fwhm_mm, noise, config.pet_noise, move)
 
     return PhantomCase(
         seed=int(seed),
@@ -205,8 +238,10 @@ def _ct_and_activity(
     bowel = smooth_field(rng, grid.shape, grid.spacing, 14.0)
     hu = values.hu[labels]
     suv = values.suv[labels]
-    body = (labels != Tissue.AIR) & (labels != Tissue.TABLE) & (labels != Tissue.AIRWAY)
+    body = ~np.isin(labels, (Tissue.AIR, Tissue.AIRWAY, *EQUIPMENT))
     hu += np.where(body, 5.0 * soft, 0.0).astype(np.float32)
+    blanket = labels == Tissue.BLANKET
+    hu[blanket] += 150.0 * np.clip(fine[blanket] - 1.0, 0.0, None)  # folds of denser cloth
     lung = labels == Tissue.LUNG
     hu[lung] += 30.0 * fine[lung] + 120.0 * np.clip(fine[lung] - 1.5, 0.0, None)  # parenchyma and vessels
     abdomen = labels == Tissue.ABDOMEN
@@ -230,7 +265,7 @@ def _ct_and_activity(
     return hu.astype(np.float32, copy=False), suv.astype(np.float32, copy=False)
 
 
-def write_case(case: PhantomCase, folder: str | os.PathLike[str]) -> None:
+def write_case(case: StudyCase, folder: str | os.PathLike[str]) -> None:
     """Write one case as a study folder (``ct``, ``pet``, ``pet_aligned``, ``lesions``,
     ``organs`` .nii.gz and ``phantom.json``), atomically: a temporary folder beside it
     is renamed into place, so a study folder is either complete or absent."""
@@ -260,8 +295,21 @@ def write_case(case: PhantomCase, folder: str | os.PathLike[str]) -> None:
         raise
 
 
-def _make_and_write(config: PhantomConfig, seed: int, folder: str) -> str:
-    write_case(generate_case(config, seed), folder)
+@dataclass(frozen=True)
+class WholeBodyMaker:
+    """:class:`CaseMaker` of the whole-body phantom (:func:`generate_case`)."""
+
+    config: PhantomConfig
+
+    def __call__(self, index: int, seed: int) -> PhantomCase:
+        return generate_case(self.config, seed)
+
+    def describe(self) -> dict[str, object]:
+        return {"generator": "RegC2P phantom", "config": self.config.to_dict()}
+
+
+def _make_and_write(maker: CaseMaker, index: int, seed: int, folder: str) -> str:
+    write_case(maker(index, seed), folder)
     return folder
 
 
@@ -273,15 +321,19 @@ def write_dataset(
     progress: ProgressCallback | None = None,
     workers: int = 1,
     overwrite: bool = False,
+    maker: CaseMaker | None = None,
 ) -> list[Path]:
     """Write ``n_cases`` studies ``case_0000`` ... into ``out_dir`` (created if needed).
 
-    Case ``i`` uses :func:`case_seed` ``(seed, i)``. ``workers`` > 1 generates cases in
-    parallel processes (same files). Existing case folders are refused unless
-    ``overwrite``. Also writes ``phantom_dataset.json`` (config, seed, case seeds).
-    Returns the study folders.
+    Case ``i`` uses :func:`case_seed` ``(seed, i)``. Cases come from ``maker`` when given
+    (e.g. the anatomy phantom), else from the whole-body phantom with ``config``.
+    ``workers`` > 1 generates cases in parallel processes (same files). Existing case
+    folders are refused unless ``overwrite``. Also writes ``phantom_dataset.json``
+    (generator, config, seed, case seeds). Returns the study folders.
     """
-    config = config or PhantomConfig()
+    if maker is not None and config is not None:
+        raise ValueError("give either a whole-body phantom config or a case maker, not both")
+    maker = maker or WholeBodyMaker(config or PhantomConfig())
     progress = progress or no_progress
     if n_cases < 1:
         raise InputError(f"--cases is {n_cases}; ask for at least one case")
@@ -300,19 +352,18 @@ def write_dataset(
     progress(0.0, f"generating {n_cases} phantom cases")
     if workers > 1 and n_cases > 1:
         with ProcessPoolExecutor(max_workers=min(workers, n_cases)) as pool:
-            futures = [pool.submit(_make_and_write, config, s, str(f)) for s, f in zip(seeds, folders)]
+            futures = [pool.submit(_make_and_write, maker, i, s, str(f)) for i, (s, f) in enumerate(zip(seeds, folders))]
             for done, future in enumerate(futures, 1):
                 future.result()
                 progress(done / n_cases, f"wrote {folders[done - 1].name}")
     else:
         for done, (s, f) in enumerate(zip(seeds, folders), 1):
-            _make_and_write(config, s, str(f))
+            _make_and_write(maker, done - 1, s, str(f))
             progress(done / n_cases, f"wrote {f.name}")
     summary = {
-        "generator": "RegC2P phantom",
+        **maker.describe(),
         "seed": int(seed),
         "n_cases": n_cases,
-        "config": config.to_dict(),
         "cases": {f.name: s for f, s in zip(folders, seeds)},
         "seconds": round(time.perf_counter() - start, 2),
     }

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
+from ..choices import SUBSETS
 from ..errors import InputError
 from .studies import Study
 
-SUBSETS = ("train", "val", "test")
 MANIFEST_FORMAT = "regc2p-split"
 MANIFEST_VERSION = 1
 

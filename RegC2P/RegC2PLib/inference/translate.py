@@ -1,15 +1,17 @@
 """Volume translation: CT (HU) in, synthetic PET (SUV) out on exactly the CT's grid.
 
 Steps: view the voxels in axial LPS order (an axis permutation/flip, no copy) so slices
-are axial and in the training orientation; in-plane map each batch of slices onto the
-model grid (:class:`SliceGrid`); normalise HU to [-1, 1]; G over batches of slices;
-stack into a (z, M, M) volume; refine with windows of ``s`` slices at stride ``k``
-(overlap, non-overlap or none); map back, denormalise to SUV, written through the same
-view into the CT's own voxel order.
+are axial and in the training orientation; find the body (:func:`~RegC2PLib.body.body_mask`);
+in-plane map each batch of slices onto the model grid at the model's physical pixel
+size, centred on the body (:class:`SliceGrid`); normalise HU to [-1, 1]; G over batches
+of slices; stack into a (z, H, W) volume; refine with windows of ``s`` slices at stride
+``k`` (overlap, non-overlap or none); map back, denormalise to SUV, set 0 outside the
+body (unless ``body_mask`` is off), written through the same view into the CT's own
+voxel order.
 
 Memory stays bounded: one batch of slices (or windows) of activations at a time,
 float32 buffers throughout (never a float64 copy of the volume), the model-grid stack
-(z·M·M float32) and the output volume.
+(z·H·W float32), the body mask (one byte per voxel) and the output volume.
 
 Speed (benchmarks/speed.py, docs/benchmark-speed.md): G runs ``batch_size`` slices per
 pass and F ``batch_size // 2`` windows per pass — one window at a time would send the
@@ -19,14 +21,11 @@ opt-in (``precision``, see :mod:`.acceleration`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..choices import DEVICE_CHOICES, PRECISIONS, REFINE_MODES
-from ..config import ModelConfig
+from ..body import body_mask, in_plane_box
 from ..errors import InputError
 from ..intensity import ct_to_network, network_to_pet
 from ..model_file import LoadedModel
@@ -35,75 +34,22 @@ from ..slice_grid import SliceGrid
 from ..volume_io import AxialOrder, array_view, check_ct, image_like
 from .acceleration import compute_precision, resolve_precision
 from .device import resolve_device
+from .options import TranslationOptions
 from .windows import WindowPlan, refine_windows
 
 # Share of the progress bar each step gets (translation dominates the run time).
 _TRANSLATE, _REFINE = 0.75, 0.95
 
 
-@dataclass(frozen=True)
-class TranslationOptions:
-    """How to run a translation (the ``translate``, ``evaluate`` and ``demo`` options and the Slicer panel's).
-
-    ``batch_size`` is the number of slices per G pass (F runs ``max(1, batch_size // 2)``
-    windows per pass). ``precision`` ``bfloat16`` (autocast) is faster but outside the
-    project's tolerance of float32 (see :mod:`.acceleration`).
-    """
-
-    refine: str = field(
-        default="overlap",
-        metadata={"help": "3D refinement: overlap (stride < window, averaged), non-overlap or none", "choices": REFINE_MODES},
-    )
-    window: int | None = field(default=None, metadata={"help": "slices per refiner window s (default: the model's)", "type": int})
-    stride: int | None = field(
-        default=None, metadata={"help": "window offset k (default: the model's; non-overlap uses k = s)", "type": int}
-    )
-    device: str = field(default="auto", metadata={"help": "compute device", "choices": DEVICE_CHOICES})
-    batch_size: int = field(default=8, metadata={"help": "slices per generator pass"})
-    precision: str = field(
-        default="float32",
-        metadata={
-            "help": "float32, or bfloat16 (autocast: faster on GPUs and CPUs with native bfloat16, but up to about "
-            "0.5 SUV from float32; for quick previews)",
-            "choices": PRECISIONS,
-        },
-    )
-
-    @property
-    def windows_per_batch(self) -> int:
-        """Refiner windows per forward pass."""
-        return max(1, self.batch_size // 2)
-
-    def validate(self, config: ModelConfig) -> tuple[int, int]:
-        """Check every option against a model of ``config`` (one-line :class:`InputError`);
-        returns the refiner window and stride (s, k) to use."""
-        if self.refine not in REFINE_MODES:
-            raise InputError(f"unknown refinement {self.refine!r}; choose one of {', '.join(REFINE_MODES)}")
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be at least 1 (got {self.batch_size})")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        window = self.window if self.window is not None else config.refiner.window
-        if window < 1:
-            raise InputError(f"window must be at least 1 slice (got {window})")
-        if self.refine == "non-overlap":
-            if self.stride is not None and self.stride != window:
-                raise InputError(f"non-overlap refinement uses stride = window ({window}); drop --stride or use --refine overlap")
-            return window, window
-        stride = self.stride if self.stride is not None else min(config.refiner.stride, max(window - 1, 1))
-        if self.refine == "overlap" and not 1 <= stride < window:
-            raise InputError(f"overlap refinement needs 1 <= stride < window (got stride {stride}, window {window})")
-        return window, stride
-
-
 def translate_volume(
     ct: sitk.Image,
     model: LoadedModel,
-    options: TranslationOptions = TranslationOptions(),
+    options: TranslationOptions | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> sitk.Image:
     """Translate a CT (HU) into a synthetic PET (float32 SUV) on exactly the CT's grid."""
+    options = options or TranslationOptions()
     progress = progress or no_progress
     check_ct(ct)
     window, stride = options.validate(model.config)
@@ -118,7 +64,10 @@ def translate_volume(
     # is never copied, and the result is written straight into the CT's own voxel order.
     order = AxialOrder.of(ct)
     hu = order.view(array_view(ct))
-    grid = SliceGrid.fit(hu.shape[1:], order.spacing[1:], model.config.image_size)
+    # The grid is centred on the body; without the body mask, on the whole field of view.
+    body = body_mask(hu, order.spacing) if options.body_mask else None
+    box = in_plane_box(body) if body is not None else None
+    grid = SliceGrid.for_model(hu.shape[1:], order.spacing[1:], model.config, box)
     cfg = model.config.intensity
 
     with torch.inference_mode(), compute_precision(device, dtype):
@@ -134,7 +83,9 @@ def translate_volume(
             cancel.raise_if_cancelled()
             block = stack[first : first + options.batch_size]
             suv[first : first + len(block)] = network_to_pet(grid.from_model(block), cfg).numpy()
-        del stack, suv
+        if body is not None:
+            suv[~body] = 0.0
+        del stack, suv, body
 
     pet = image_like(stored, ct)  # exactly the CT's grid
     progress(1.0, "done")
@@ -150,10 +101,9 @@ def _translate_slices(
     progress: ProgressCallback,
     cancel: CancelToken,
 ) -> torch.Tensor:
-    """G over batches of slices: (z, y, x) HU -> (z, M, M) float32 on the CPU, in [-1, 1]."""
+    """G over batches of slices: (z, y, x) HU -> (z, H, W) float32 on the CPU, in [-1, 1]."""
     n = hu.shape[0]
-    size = model.config.image_size
-    stack = torch.empty((n, size, size), dtype=torch.float32)
+    stack = torch.empty((n, *grid.canvas), dtype=torch.float32)
     for first in range(0, n, batch_size):
         cancel.raise_if_cancelled()
         # np.array copies: a float32 CT would otherwise give a read-only view of the image buffer

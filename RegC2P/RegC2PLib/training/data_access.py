@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from ..body import body_mask
 from ..config import ModelConfig
 from ..data.cache import prepare_studies
 from ..data.datasets import SliceDataset, WindowDataset
@@ -26,21 +27,24 @@ from ..data.npy_layout import NpySliceDataset
 from ..data.split import read_manifest, select, split_studies, write_manifest
 from ..data.studies import discover_studies, skipped_summary
 from ..errors import InputError
+from ..intensity import network_to_ct
 
 TRAINING_KEYS = ("ct", "pet")
 
 
 @dataclass(frozen=True)
 class GridVolume:
-    """A validation study on the model grid: ``ct`` and ``reference`` (z, M, M) in [-1, 1].
+    """A validation study on the model grid: ``ct`` and ``reference`` (z, H, W) in [-1, 1].
 
     ``reference`` is the aligned PET when the study has one, else the (misaligned) PET;
-    ``lesions`` its lesion label map (z, M, M) uint8, when the study has one.
+    ``body`` the body mask (z, H, W) where the SUV figures are measured; ``lesions`` its
+    lesion label map (z, H, W) uint8, when the study has one.
     """
 
     name: str
     ct: np.ndarray
     reference: np.ndarray
+    body: np.ndarray
     lesions: np.ndarray | None = None
 
 
@@ -116,10 +120,11 @@ def prepare_data(
     volumes = []
     for study in val_cached:
         first, stop = study.valid
-        arrays = study.open_arrays(("ct", "pet", "pet_aligned", "lesions"))
+        arrays = study.open_arrays(("ct", "pet", "pet_aligned", "body", "lesions"))
         reference = arrays.get("pet_aligned", arrays["pet"])
         lesions = arrays["lesions"][first:stop] if "lesions" in arrays else None
-        volumes.append(GridVolume(study.name, arrays["ct"][first:stop], reference[first:stop], lesions))
+        body = arrays["body"][first:stop] > 0
+        volumes.append(GridVolume(study.name, arrays["ct"][first:stop], reference[first:stop], body, lesions))
     summary = "\n".join(
         part
         for part in (
@@ -146,9 +151,9 @@ def _slice_layout(root: Path, model: ModelConfig) -> RunData:
             by_study[item["study"]].append((item["slice"], item["ct"][0], item["pet"][0]))
         for name, items in sorted(by_study.items()):
             items.sort(key=lambda t: t[0])
-            volumes.append(
-                GridVolume(name, torch.stack([t[1] for t in items]).numpy(), torch.stack([t[2] for t in items]).numpy())
-            )
+            ct = torch.stack([t[1] for t in items]).numpy()
+            body = body_mask(network_to_ct(ct, model.intensity), (1.0, model.pixel_mm, model.pixel_mm))
+            volumes.append(GridVolume(name, ct, torch.stack([t[2] for t in items]).numpy(), body))
     summary = f"train: {slices.summary()}\nval: {len(volumes)} studies"
     return RunData(_TrainingItems(slices), None, volumes, hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16], summary)
 

@@ -7,7 +7,7 @@ Run folder layout::
       split.json          train/val/test studies (by study, seeded)
       checkpoints/        stage1_last.pt, stage1_best.pt, stage2_last.pt, stage2_best.pt
       metrics.jsonl       one JSON object per step (losses, lr) and per validation
-      curves.png          losses and validation metrics
+      curves.png          losses and validation metrics (drawn when matplotlib is installed)
       init.safetensors    copy of the --init-from model whose G (and F) start the run
       model.safetensors   G + F of the kept steps (best validation, or the last with keep='last')
       STOP                create this file to stop the run cleanly (GUIs do)
@@ -40,7 +40,7 @@ from ..model_file import LoadedModel, load_model, save_model
 from ..networks import Generator, Refiner, RegistrationNet
 from ..progress import ProgressCallback, ProgressRange, no_progress
 from .config import RESUME_OVERRIDES, TrainConfig
-from .curves import plot_curves
+from .curves import NO_MATPLOTLIB, can_plot, plot_curves
 from .data_access import prepare_data
 from .distributed import Distributed, elastic_restart, from_environment, per_rank_batch
 from .loop import MetricsLog, StopRequest, batch_flag, load_stage_weights, run_stage
@@ -110,7 +110,7 @@ def _train(
         notify(data.summary)
     log = MetricsLog(out / "metrics.jsonl")
     checkpoints = out / "checkpoints"
-    init = load_model(out / INIT_FILE) if train_cfg.init_from else None
+    init = load_model(out / INIT_FILE, fine_tuning=True) if train_cfg.init_from else None
     share = {"stage1": (0.0, 0.8 if "stage2" in stages else 1.0), "stage2": (0.8 if "stage1" in stages else 0.0, 1.0)}
 
     try:
@@ -137,7 +137,10 @@ def _train(
             refiner.load_state_dict(load_stage_weights(checkpoints, "stage2", train_cfg.keep)["refiner"])
     finally:
         if dist.is_main and log.path.exists():
-            plot_curves(log.path, out / "curves.png")
+            if can_plot():
+                plot_curves(log.path, out / "curves.png")
+            else:
+                notify(NO_MATPLOTLIB)
     if dist.is_main:
         model = LoadedModel(model_cfg, generator.eval(), refiner.eval() if refiner is not None else None)
         info = {"command": options.command, "mode": train_cfg.mode, "data": str(data_root), "split": data.split_digest}
@@ -226,15 +229,16 @@ def _records(run_file: Path, options: RunOptions) -> bool:
 
 
 def _check_init(path: str, model: ModelConfig) -> LoadedModel | None:
-    """The verified ``init_from`` model, or None; its networks must be the run's."""
+    """The verified ``init_from`` model, or None; its G and F must have the run's shapes
+    (the grid, slice size and intensity scaling may differ: that is what fine-tuning adapts)."""
     if not path:
         return None
-    init = load_model(path)
-    if init.config != model:
-        differences = "; ".join(model_differences(init.config, model))
+    init = load_model(path, fine_tuning=True)
+    if not init.config.same_networks(model):
+        differences = "; ".join(model_differences(init.config, model, ("generator", "refiner")))
         raise InputError(
             f"--init-from {Path(path).name} holds other networks than this run asks for: {differences}; "
-            "leave out --preset/--image-size/--window/--stride to use the model's own"
+            "leave out --preset to use the model's own"
         )
     return init
 

@@ -1,7 +1,8 @@
 """Validation during training: whole validation volumes on the model grid.
 
 Each validation study is translated slice by slice by the task's G, refined with the
-model's window and stride when F is being trained, and scored against its reference
+model's window and stride when F is being trained, set to 0 outside the body as inference
+does, and scored against its reference
 (the aligned PET when the study has one, else the PET) with the paper-scale metrics and
 the SUV figures (lesion SUVmax error where the study has a lesion map). The score that
 picks the best checkpoint is the paper-scale MAE.
@@ -19,7 +20,7 @@ import torch
 from ..config import ModelConfig
 from ..evaluation import score_volume, summarize
 from ..inference.windows import WindowPlan, refine_windows
-from ..intensity import network_to_ct, network_to_pet
+from ..intensity import network_to_pet
 from .data_access import GridVolume
 from .distributed import SINGLE, Distributed
 from .loop import Validator
@@ -52,10 +53,10 @@ def make_validator(
                 with task.autocast():
                     stacked = refine_windows(stacked, task.modules["refiner"], plan, device)
             intensity = model.intensity
-            ct_hu = network_to_ct(ct.numpy(), intensity)
             reference = network_to_pet(np.asarray(volume.reference, dtype=np.float32), intensity)
             predicted = network_to_pet(stacked.numpy(), intensity)
-            scores.append(score_volume(volume.name, predicted, reference, ct_hu, intensity, volume.lesions))
+            predicted[~volume.body] = 0.0  # as inference does
+            scores.append(score_volume(volume.name, predicted, reference, volume.body, intensity, volume.lesions))
         shares = dist.all_gather(scores)  # rank r scored studies r, r + W, ...: interleave them back
         ordered = [shares[i % dist.world_size][i // dist.world_size] for i in range(len(volumes))]
         summary = summarize(ordered)

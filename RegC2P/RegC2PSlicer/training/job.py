@@ -1,11 +1,7 @@
-"""Training RegC2P from Slicer: CT/PET volume nodes in the scene, or a dataset folder.
+"""One training run folder, trained blocking in this process or in a background worker process.
 
-Scene path: each (CT node, PET node[, aligned PET node]) pair is checked and written
-with its exact geometry into a dataset folder (``pair_01/ct.nrrd``, ``pet.nrrd``,
-``pet_aligned.nrrd``, plus ``pairs.json`` naming the nodes) — a temporary folder unless
-one is given. Folder path: a dataset folder as in ``docs/datasets.md``. Either way
-:class:`TrainingJob` then trains into a run folder (layout in
-:mod:`RegC2PLib.training.runner`):
+:class:`TrainingJob` trains into a run folder (layout in :mod:`RegC2PLib.training.runner`)
+made from scene pairs or a dataset folder (:mod:`.dataset`), or opens an existing one:
 
 * :meth:`TrainingJob.run` — blocking, in this process (scripts, tests);
 * :meth:`TrainingJob.start` — in a separate ``python -m RegC2PLib train --resume
@@ -17,241 +13,34 @@ one is given. Folder path: a dataset folder as in ``docs/datasets.md``. Either w
   :meth:`~TrainingJob.start` (or :meth:`~TrainingJob.run`) again continues the run.
 
 The run folder is opened (``run.json`` with the model and training configs) when the
-job is made, so the worker resumes exactly that configuration. Volume nodes are only read.
+job is made, so the worker resumes exactly that configuration.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import SimpleITK as sitk
-import slicer
-
 from RegC2PLib.commands.options import option_arguments
-from RegC2PLib.config import ModelConfig, preset
-from RegC2PLib.data.studies import check_overlap, check_pet_suv, discover_studies
 from RegC2PLib.errors import InputError
-from RegC2PLib.model_file import read_config
 from RegC2PLib.progress import ProgressCallback, no_progress
 from RegC2PLib.training.config import RESUME_OVERRIDES, TrainConfig
-from RegC2PLib.training.data_access import is_slice_layout
 from RegC2PLib.training.loop import StopRequest, TrainingStopped
 from RegC2PLib.training.runner import MODEL_FILE, RunOptions, open_run, train
-from RegC2PLib.volume_io import check_ct
 
-from .background import JobState, WorkerProcess, wait_for
-from .volumes import check_scalar_volume, image_from_volume_node
+from ..background import JobState, WorkerProcess, wait_for
+from .dataset import PairLike, as_pairs, check_dataset, check_study_count, write_pairs
+from .settings import TrainingSettings
 
-# The split gives validation and test one study each only from three studies on
-# (RegC2PLib.data.split.split_studies); with fewer, every study trains and nothing validates.
-MIN_STUDIES_WITH_VALIDATION = 3
-ROLE_FILES = {"ct": "ct.nrrd", "pet": "pet.nrrd", "pet_aligned": "pet_aligned.nrrd"}
-PAIRS_FILE = "pairs.json"
-_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """How to train: network sizes (``model``), schedule and losses (``train``).
-
-    ``require_validation``: refuse fewer than 3 studies (the split then has no
-    validation or test study, so no best checkpoint is chosen); ``False`` trains on all.
-    ``processes``: train as that many processes on this machine, one per GPU (torchrun,
-    docs/training-at-scale.md); the batch sizes are then split over them.
-    """
-
-    model: ModelConfig = field(default_factory=lambda: preset("small"))
-    train: TrainConfig = field(default_factory=TrainConfig)
-    require_validation: bool = True
-    processes: int = 1
-
-    @classmethod
-    def from_preset(cls, name: str = "small", image_size: int | None = None, **train: Any) -> TrainingSettings:
-        """Settings from a network preset, an optional slice size M (pixels) and TrainConfig fields."""
-        try:
-            model = preset(name)
-            if image_size:
-                model = model.with_changes(image_size=int(image_size))
-            return cls(model, TrainConfig(**train))
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"invalid training settings: {exc}") from exc
-
-    @classmethod
-    def fine_tuning(cls, model_path: str | Path, **train: Any) -> TrainingSettings:
-        """Settings that start G (and F) from a trained model file, with its network sizes."""
-        model = read_config(model_path)
-        try:
-            return cls(model, TrainConfig(init_from=str(Path(model_path).resolve()), **train))
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"invalid training settings: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class TrainingPair:
-    """One study from the scene: CT (HU), PET (SUVbw, may be misaligned), optional aligned PET (SUVbw).
-
-    ``name`` is the study folder name (default ``pair_01``, ``pair_02``, ...).
-    """
-
-    ct: slicer.vtkMRMLScalarVolumeNode
-    pet: slicer.vtkMRMLScalarVolumeNode
-    pet_aligned: slicer.vtkMRMLScalarVolumeNode | None = None
-    name: str | None = None
-
-    def nodes(self) -> dict[str, slicer.vtkMRMLScalarVolumeNode]:
-        """{role: node} for the roles present."""
-        found = {"ct": self.ct, "pet": self.pet, "pet_aligned": self.pet_aligned}
-        return {role: node for role, node in found.items() if node is not None or role != "pet_aligned"}
-
-
-PairLike = TrainingPair | Sequence[Any]
-
-
-def as_pairs(pairs: Iterable[PairLike]) -> list[TrainingPair]:
-    """Pairs from :class:`TrainingPair` objects or ``(ct, pet[, pet_aligned])`` tuples, named and checked.
-
-    Refuses (one line, naming the pair) anything but scalar volumes, a node used twice,
-    a PET under another transform than its CT, and duplicate or unusable names.
-    """
-    result: list[TrainingPair] = []
-    items = list(pairs)
-    width = max(2, len(str(len(items))))
-    for number, item in enumerate(items, 1):
-        if not isinstance(item, TrainingPair):
-            if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or not 2 <= len(item) <= 3:
-                raise InputError(f"pair {number} is not (CT, PET) or (CT, PET, aligned PET) volume nodes")
-            item = TrainingPair(*item)
-        name = item.name or f"pair_{number:0{width}d}"
-        if not _STUDY_NAME.match(name):
-            raise InputError(f"pair {number}: study name {name!r} must be letters, digits, '_', '-' or '.'")
-        result.append(TrainingPair(item.ct, item.pet, item.pet_aligned, name))
-    if not result:
-        raise InputError("no CT/PET pairs given; select at least one CT volume and its PET")
-    names = [pair.name for pair in result]
-    if len(set(names)) != len(names):
-        raise InputError(f"two pairs have the same study name ({', '.join(sorted({n for n in names if names.count(n) > 1}))})")
-    seen: dict[str, str] = {}
-    for pair in result:
-        for role, node in pair.nodes().items():
-            what = {"ct": "CT", "pet": "PET", "pet_aligned": "aligned PET"}[role]
-            try:
-                check_scalar_volume(node, what)
-            except InputError as exc:
-                raise InputError(f"{pair.name}: {exc}") from None
-            if node.GetID() in seen:
-                raise InputError(
-                    f"{pair.name}: volume {node.GetName()!r} is already used in {seen[node.GetID()]}; "
-                    "each volume belongs to one pair"
-                )
-            seen[node.GetID()] = pair.name
-            if role != "ct" and _transform_id(node) != _transform_id(pair.ct):
-                raise InputError(
-                    f"{pair.name}: {what} {node.GetName()!r} is under another transform than CT {pair.ct.GetName()!r}; "
-                    "harden the transforms first (Data module: right-click, Harden transform)"
-                )
-    return result
-
-
-def _transform_id(node: slicer.vtkMRMLScalarVolumeNode) -> str | None:
-    parent = node.GetParentTransformNode()
-    return parent.GetID() if parent is not None else None
-
-
-def check_pet(image: sitk.Image, what: str = "PET") -> None:
-    """Refuse a PET that is not a 3D scalar volume or whose values are not plausible SUVs."""
-    check_pet_suv(image, what)
-
-
-def write_pairs(pairs: Iterable[PairLike], folder: str | Path) -> Path:
-    """Write the pairs as a dataset folder (one study folder each) with the nodes' exact geometry.
-
-    ``folder`` must be new or empty. Each study gets ``ct.nrrd`` (CT voxel type kept),
-    ``pet.nrrd`` and optionally ``pet_aligned.nrrd`` (voxel type kept), in LPS with the
-    nodes' spacing (mm), origin and directions; ``pairs.json`` records which nodes
-    made which study. Everything is checked before anything is written.
-    """
-    checked = as_pairs(pairs)
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise InputError(f"dataset folder {folder} already exists and is not empty; choose a new or empty folder")
-    for pair in checked:  # cheap checks of every pair first, so nothing is half written
-        _check_pair_images(pair)
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    record = []
-    try:
-        for pair in checked:
-            study = folder / pair.name
-            study.mkdir()
-            entry: dict[str, str] = {"study": pair.name}
-            for role, node in pair.nodes().items():
-                image = image_from_volume_node(node)
-                sitk.WriteImage(image, str(study / ROLE_FILES[role]), False)
-                entry[role] = node.GetName()
-                entry[f"{role}_id"] = node.GetID()
-            record.append(entry)
-        (folder / PAIRS_FILE).write_text(json.dumps({"pairs": record}, indent=1) + "\n")
-    except BaseException:
-        if created:
-            shutil.rmtree(folder, ignore_errors=True)
-        else:
-            for child in folder.iterdir():
-                if child.is_dir():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)
-        raise
-    return folder
-
-
-def _check_pair_images(pair: TrainingPair) -> None:
-    try:
-        ct = image_from_volume_node(pair.ct)
-        check_ct(ct)
-        for role, node in pair.nodes().items():
-            if role == "ct":
-                continue
-            what = "PET" if role == "pet" else "aligned PET"
-            image = image_from_volume_node(node)
-            check_pet(image, what)
-            check_overlap(ct, image, what)
-    except InputError as exc:
-        raise InputError(f"{pair.name}: {exc}") from None
-
-
-def check_study_count(count: int, settings: TrainingSettings, where: str) -> None:
-    """Refuse too few studies for a train/validation/test split (when ``require_validation``)."""
-    if count < 1:
-        raise InputError(f"{where} holds no usable study; each study needs a CT and a PET")
-    if settings.require_validation and count < MIN_STUDIES_WITH_VALIDATION:
-        raise InputError(
-            f"{where} holds {count} stud{'y' if count == 1 else 'ies'}; training with validation needs at least "
-            f"{MIN_STUDIES_WITH_VALIDATION} (train, validation and test by study): add pairs, or set "
-            "require_validation=False to train on all of them without validation"
-        )
-
-
-def check_dataset(data: str | Path, settings: TrainingSettings) -> Path:
-    """The dataset folder, after checking it holds enough usable studies (or is a slice layout)."""
-    data = Path(data)
-    if not data.is_dir():
-        raise InputError(f"dataset folder {data} does not exist")
-    if is_slice_layout(data):
-        return data
-    studies, skipped = discover_studies(data)
-    if not studies and skipped:
-        raise InputError(f"dataset folder {data} holds no usable study ({skipped[0].name}: {skipped[0].reason})")
-    check_study_count(len(studies), settings, f"dataset folder {data}")
-    return data
+# The job that last trained each run folder (by resolved path): two trainers on one folder would
+# overwrite each other's checkpoints.
+_TRAINING: weakref.WeakValueDictionary[str, TrainingJob] = weakref.WeakValueDictionary()
 
 
 class TrainingJob:
@@ -343,7 +132,7 @@ class TrainingJob:
         return job
 
     def set_overrides(self, overrides: Mapping[str, Any]) -> None:
-        """Change stage, epochs, refiner_epochs, max_steps or keep for the next :meth:`start` or :meth:`run`."""
+        """Change fields in :data:`~RegC2PLib.training.config.RESUME_OVERRIDES` for the next :meth:`start` or :meth:`run`."""
         unknown = sorted(set(overrides) - set(RESUME_OVERRIDES))
         if unknown:
             raise InputError(f"a run can only change {', '.join(RESUME_OVERRIDES)} when continued, not {', '.join(unknown)}")
@@ -380,10 +169,9 @@ class TrainingJob:
         keeping the last checkpoint. ``notify(text)`` gets the data summary. Several
         ``processes`` train in a background worker (:meth:`start`) that this waits for.
         """
-        if self.running:
-            raise InputError(f"run {self.out} is already training in the background")
         if self.processes > 1:
             return self._run_in_background(progress or no_progress, stop)
+        self._claim_run_folder()
         options = RunOptions(self.out, resume=True, resume_overrides=self.overrides)
         try:
             model = train(options, progress or no_progress, stop, notify or (lambda message: None))
@@ -407,6 +195,14 @@ class TrainingJob:
             raise InputError(self.state.error or self.state.message)
         return self.model_path
 
+    def _claim_run_folder(self) -> None:
+        """Refuse to train while this job, or another job of this process on the same run folder, trains."""
+        key = str(self.out.resolve())
+        other = _TRAINING.get(key)
+        if other is not None and other.running:
+            raise InputError(f"run {self.out} is already training in the background; stop or cancel that job first")
+        _TRAINING[key] = self
+
     # ----------------------------------------------------------------- background
 
     @property
@@ -415,8 +211,7 @@ class TrainingJob:
 
     def start(self) -> None:
         """Start (or continue) the run in a background process; returns at once."""
-        if self.running:
-            raise InputError(f"run {self.out} is already training")
+        self._claim_run_folder()
         arguments = ["train", "--out", str(self.out), "--resume", "--progress", "jsonl"]
         arguments += option_arguments(TrainConfig, self.overrides)
         if self.processes > 1:
@@ -490,16 +285,3 @@ def _check_new_run_folder(out: Path, settings: TrainingSettings) -> None:
         )
     if settings.train.stage == "2":
         raise InputError("stage 2 needs a run whose stage 1 is trained: open that run folder and continue with stage 2")
-
-
-__all__ = [
-    "MIN_STUDIES_WITH_VALIDATION",
-    "TrainingJob",
-    "TrainingPair",
-    "TrainingSettings",
-    "as_pairs",
-    "check_dataset",
-    "check_pet",
-    "check_study_count",
-    "write_pairs",
-]
