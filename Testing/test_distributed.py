@@ -223,6 +223,37 @@ def test_compiled_channels_last_networks_train_like_plain_ones(tiny_config: Mode
         assert (a - b).abs().max() <= OUTPUT_TOLERANCE
 
 
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG exists on Linux only")
+def test_a_worker_ends_when_its_launcher_is_killed() -> None:
+    """torchrun starts each worker in a session of its own, out of reach of signals to the
+    launcher's group: should torchrun's agent be killed outright, the workers end with it."""
+    worker = (
+        "import os, time; from RegC2PLib.training.distributed import end_with_parent; end_with_parent(); "
+        "print(os.getpid(), flush=True); time.sleep(300)"
+    )
+    agent = f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {worker!r}], start_new_session=True).wait()"
+    launcher = subprocess.Popen([sys.executable, "-c", agent], stdout=subprocess.PIPE, text=True)
+    child = int(launcher.stdout.readline())  # type: ignore[union-attr]
+    try:
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 30
+        while _running(child):
+            assert time.monotonic() < deadline, "the worker outlived its killed launcher"
+            time.sleep(0.05)
+    finally:
+        if _running(child):
+            os.kill(child, signal.SIGKILL)
+
+
 # --------------------------------------------------------------------------- two ranks in processes of their own
 
 

@@ -25,8 +25,11 @@ others never reach.
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import os
+import signal
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -180,8 +183,29 @@ class Distributed:
 SINGLE = Distributed()
 
 
+def end_with_parent() -> None:
+    """Have the kernel kill this process when its parent process dies (Linux).
+
+    torchrun starts each worker in a session of its own, so signals to the launcher's
+    process group do not reach the workers: if torchrun's agent itself were killed
+    outright (SIGKILL, the out-of-memory killer) they would go on training with nobody
+    to stop them. Python has no binding for ``prctl(PR_SET_PDEATHSIG)``, hence ctypes.
+    Checkpoints are written atomically, so being killed at any moment is safe.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    parent = os.getppid()
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL)) != 0:
+        return  # not permitted here (a sandbox); the launcher's own shutdown still ends us
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def from_environment() -> Distributed:
     """Join the job torchrun started (its variables in the environment), else :data:`SINGLE`."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        end_with_parent()
     if not all(name in os.environ for name in LAUNCH_VARIABLES) or int(os.environ["WORLD_SIZE"]) < 2:
         return SINGLE
     store, rank, world_size = next(dist.rendezvous("env://", timeout=CONTROL_TIMEOUT))
