@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import locale
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +190,19 @@ def test_each_step_records_how_long_it_waited_for_its_batch(dataset: Path, tmp_p
     assert all(json.loads(line)["data_s"] < 0.1 for line in log.path.read_text().splitlines())
 
 
+@pytest.fixture
+def utf8_locale() -> Iterator[None]:
+    """A UTF-8 C locale for the test: GDCM's DICOM writer (which other tests in this process
+    run) leaves the plain C locale behind, whose ASCII default encoding torch's compiler
+    cannot read its own template files with."""
+    ctype = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+    yield
+    locale.setlocale(locale.LC_CTYPE, ctype)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("utf8_locale")
 def test_compiled_channels_last_networks_train_like_plain_ones(tiny_config: ModelConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--compile --channels-last``: torch.compile, here with its ``aot_eager`` backend (graph
     capture and a compiled backward, without the C++ code generation that takes minutes on a
