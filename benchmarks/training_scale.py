@@ -30,6 +30,7 @@ Sub-commands (each prints a Markdown table and writes ``benchmarks/results/train
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -204,7 +205,7 @@ def run_steps(
             log(f"time budget spent; skipped {case}")
             continue
         log(f"steps: {case}")
-        row: dict[str, Any] = {"kind": "steps", "preset": model.preset, "image_size": model.image_size, **asdict(case)}
+        row: dict[str, Any] = {"kind": "steps", "image_size": model.image_size, "pixel_mm": model.pixel_mm, **asdict(case)}
         try:
             key = (case.stage, case.batch)
             if key not in flops:
@@ -433,7 +434,8 @@ def measure_cases(args: argparse.Namespace, results: Results, deadline: float, c
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     else:
-        cases = [case for case in cases if not case.amp]  # bfloat16 autocast is for CUDA only (TrainConfig.amp)
+        # bfloat16 autocast is for CUDA only (TrainConfig.amp): every case in float32, once
+        cases = list(dict.fromkeys(dataclasses.replace(case, amp=False) for case in cases))
     model = preset(args.preset).with_changes(image_size=args.image_size)
     run_steps(model, cases, device, results, args.warmup, args.steps, bf16_peak(device, args.peak_tflops), deadline)
     extrapolate(results, scaling_efficiency(results))
