@@ -19,7 +19,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..config import ModelConfig, model_differences
+from ..data.split import read_manifest
 from ..errors import InputError
 from ..inference.device import resolve_device
 from ..model_file import LoadedModel, load_model, save_model
@@ -38,6 +39,7 @@ from .config import RESUME_OVERRIDES, TrainConfig
 from .curves import NO_MATPLOTLIB, can_plot, plot_curves
 from .data_access import prepare_data
 from .loop import MetricsLog, StopRequest, load_stage_weights, run_stage
+from .sources import DataSource, manifest_path, sources_from_json
 from .tasks import GanTask, RefinerTask
 from .validation import make_validator
 
@@ -49,14 +51,15 @@ INIT_FILE = "init.safetensors"
 class RunOptions:
     """What ``regc2p train``, the batch script and the RegC2PTraining module ask for.
 
-    A new run needs ``data``, ``model`` and ``train``; on ``resume`` all three come from
-    ``out/run.json`` (leave them ``None``) and only the fields in ``resume_overrides`` —
+    A new run needs ``data`` (one dataset folder, or several :class:`~.sources.DataSource`
+    with weights and split manifests), ``model`` and ``train``; on ``resume`` all three come
+    from ``out/run.json`` (leave them empty) and only the fields in ``resume_overrides`` —
     a subset of :data:`~.config.RESUME_OVERRIDES` — change; each resume is listed in the
     ``resumes`` of ``run.json``.
     """
 
     out: Path
-    data: Path | None = None
+    data: Path | Sequence[DataSource] | None = None
     model: ModelConfig | None = None
     train: TrainConfig | None = None
     resume: bool = False
@@ -75,13 +78,13 @@ def train(
     ``notify`` receives human-readable reports (the data summary with every skipped study).
     """
     out = options.out
-    model_cfg, train_cfg, data_root = open_run(options)
+    model_cfg, train_cfg, sources = open_run(options)
     (out / "STOP").unlink(missing_ok=True)
     stop = stop or StopRequest(out / "STOP")
     _seed_everything(train_cfg)
     device = resolve_device(train_cfg.device)
     stages = train_cfg.stages()
-    data = prepare_data(data_root, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
+    data = prepare_data(sources, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
     notify(data.summary)
     log = MetricsLog(out / "metrics.jsonl")
     checkpoints = out / "checkpoints"
@@ -96,17 +99,19 @@ def train(
             if init is not None:  # a resumed stage then loads its checkpoint over these
                 task.generator.load_state_dict(init.generator.state_dict())
             validator = make_validator(data.val_volumes, model_cfg, device, refine=False)
-            run_stage(task, data.slices, train_cfg, checkpoints, log, validator, stop, ProgressRange(progress, *share["stage1"]))
+            part = ProgressRange(progress, *share["stage1"])
+            run_stage(task, data.slices, data.slice_sampler, train_cfg, checkpoints, log, validator, stop, part)
         generator, registration = _stage1_networks(model_cfg, checkpoints, train_cfg.keep)
         if "stage2" in stages:
-            if data.windows is None:
+            if data.windows is None or data.window_sampler is None:
                 raise InputError("stage 2 needs whole volumes; a RegGAN/CPDM slice folder only supports --stage 1")
             torch.manual_seed(train_cfg.seed + 1)
             task = RefinerTask(model_cfg, train_cfg, device, generator, registration)
             if init is not None and init.refiner is not None:
                 task.refiner.load_state_dict(init.refiner.state_dict())
             validator = make_validator(data.val_volumes, model_cfg, device, refine=True)
-            run_stage(task, data.windows, train_cfg, checkpoints, log, validator, stop, ProgressRange(progress, *share["stage2"]))
+            part = ProgressRange(progress, *share["stage2"])
+            run_stage(task, data.windows, data.window_sampler, train_cfg, checkpoints, log, validator, stop, part)
         refiner = None
         if (checkpoints / "stage2_last.pt").exists():
             refiner = Refiner(model_cfg.refiner)
@@ -118,18 +123,19 @@ def train(
             else:
                 notify(NO_MATPLOTLIB)
     model = LoadedModel(model_cfg, generator.eval(), refiner.eval() if refiner is not None else None)
-    info = {"command": options.command, "mode": train_cfg.mode, "data": str(data_root), "split": data.split_digest}
+    data_record = ", ".join(f"{s.name}={s.path}:{s.weight:g}" if len(sources) > 1 else str(s.path) for s in sources)
+    info = {"command": options.command, "mode": train_cfg.mode, "data": data_record, "split": data.split_digest}
     save_model(out / MODEL_FILE, model, info)
     return out / MODEL_FILE
 
 
-def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
-    """Create a new run folder (``run.json``) or read a resumed one's configs and data folder.
+def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, tuple[DataSource, ...]]:
+    """Create a new run folder (``run.json``) or read a resumed one's configs and dataset folders.
 
     Refuses a non-empty folder for a new run, a missing ``run.json`` on resume,
     ``--stage 2`` on a new run and an ``init_from`` model of another network config, each
-    with a one-line :class:`InputError`. The ``init_from`` model is copied into the run
-    folder, so a resume does not depend on the original file.
+    with a one-line :class:`InputError`. The ``init_from`` model and given split manifests
+    are copied into the run folder, so a resume does not depend on the original files.
     """
     out, run_file = options.out, options.out / "run.json"
     unknown = sorted(set(options.resume_overrides) - set(RESUME_OVERRIDES))
@@ -145,23 +151,32 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
         saved.setdefault("resumes", []).append({"command": options.command, "overrides": options.resume_overrides})
         with atomic_path(run_file, ".json") as tmp:
             tmp.write_text(json.dumps(saved, indent=2))
-        return model_cfg, train_cfg, Path(saved["data"])
-    if options.data is None:
+        return model_cfg, train_cfg, sources_from_json(saved["data"])
+    if not options.data:
         raise InputError("--data is required for a new run; give a dataset folder")
     if options.model is None or options.train is None:
         raise InputError("a new run needs its model and training configuration")
-    if not options.data.is_dir():
-        raise InputError(f"dataset folder {options.data} does not exist")
+    sources = (DataSource(options.data),) if isinstance(options.data, Path) else tuple(options.data)
+    for source in sources:
+        if not source.path.is_dir():
+            raise InputError(f"dataset folder {source.path} does not exist")
+        if source.split is not None:
+            read_manifest(source.split)  # a one-line error for a missing or broken manifest, before anything is written
     if out.exists() and any(out.iterdir()):
         raise InputError(f"run folder {out} already exists and is not empty; use --resume to continue it or choose a new folder")
     if options.train.stage == "2":
         raise InputError("--stage 2 needs a run whose stage 1 is trained: use --resume --stage 2 on that run folder")
     init = _check_init(options.train.init_from, options.model)
     out.mkdir(parents=True, exist_ok=True)
+    sources = tuple(DataSource(s.path.resolve(), s.name, s.weight, s.split) for s in sources)
+    for source in sources:
+        if source.split is not None:
+            with atomic_path(manifest_path(out, source, len(sources)), ".json") as tmp:
+                shutil.copyfile(source.split, tmp)
     record = {
         "model": options.model.to_dict(),
         "train": options.train.to_dict(),
-        "data": str(options.data.resolve()),
+        "data": [s.to_json() for s in sources],
         "command": options.command,
     }
     if init is not None:
@@ -170,7 +185,7 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
         record["init"] = {"from": str(Path(init.path).resolve()), "sha256": init.sha256}  # type: ignore[arg-type]
     with atomic_path(run_file, ".json") as tmp:
         tmp.write_text(json.dumps(record, indent=2))
-    return options.model, options.train, options.data.resolve()
+    return options.model, options.train, sources
 
 
 def _check_init(path: str, model: ModelConfig) -> LoadedModel | None:

@@ -30,6 +30,7 @@ from RegC2PLib.progress import ProgressCallback, no_progress
 from RegC2PLib.training.config import RESUME_OVERRIDES
 from RegC2PLib.training.loop import StopRequest, TrainingStopped
 from RegC2PLib.training.runner import MODEL_FILE, RunOptions, open_run, train
+from RegC2PLib.training.sources import sources_from_json
 
 from ..background import JobState, WorkerProcess, wait_for
 from .dataset import PairLike, as_pairs, check_dataset, check_study_count, write_pairs
@@ -112,12 +113,12 @@ class TrainingJob:
             raise InputError(f"{out} is not a RegC2P run folder (no run.json); start a new run instead")
         job = cls(out, None, python)
         job.set_overrides(overrides or {})
-        data = job.data_folder
-        if not data.is_dir():
-            raise InputError(
-                f"the run's dataset folder {data} no longer exists (converted scene pairs in a temporary folder are removed "
-                "with their job); continue with that job's start(), or start a new run with a dataset folder to keep"
-            )
+        for data in job.data_folders:
+            if not data.is_dir():
+                raise InputError(
+                    f"the run's dataset folder {data} no longer exists (converted scene pairs in a temporary folder are "
+                    "removed with their job); continue with that job's start(), or start a new run with a dataset folder to keep"
+                )
         return job
 
     def set_overrides(self, overrides: Mapping[str, Any]) -> None:
@@ -139,9 +140,14 @@ class TrainingJob:
         return path if path.is_file() else None
 
     @property
+    def data_folders(self) -> tuple[Path, ...]:
+        """The dataset folders the run trains on (from ``run.json``)."""
+        return tuple(s.path for s in sources_from_json(json.loads((self.out / "run.json").read_text())["data"]))
+
+    @property
     def data_folder(self) -> Path:
-        """The dataset folder the run trains on (from ``run.json``)."""
-        return Path(json.loads((self.out / "run.json").read_text())["data"])
+        """The (first) dataset folder the run trains on."""
+        return self.data_folders[0]
 
     # ----------------------------------------------------------------- blocking
 
