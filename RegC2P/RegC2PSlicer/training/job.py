@@ -21,7 +21,7 @@ import json
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from RegC2PLib.progress import ProgressCallback, no_progress
 from RegC2PLib.training.config import RESUME_OVERRIDES
 from RegC2PLib.training.loop import StopRequest, TrainingStopped
 from RegC2PLib.training.runner import MODEL_FILE, RunOptions, open_run, train
-from RegC2PLib.training.sources import sources_from_json
+from RegC2PLib.training.sources import DataSource, sources_from_json
 
 from ..background import JobState, WorkerProcess, wait_for
 from .dataset import PairLike, as_pairs, check_dataset, check_study_count, write_pairs
@@ -95,14 +95,24 @@ class TrainingJob:
 
     @classmethod
     def from_folder(
-        cls, data: str | Path, out: str | Path, settings: TrainingSettings | None = None, python: str | None = None
+        cls,
+        data: str | Path | Sequence[DataSource],
+        out: str | Path,
+        settings: TrainingSettings | None = None,
+        python: str | None = None,
     ) -> TrainingJob:
-        """Check the dataset folder (``docs/datasets.md``) and open a new run folder ``out`` on it."""
+        """Check the dataset folder (``docs/datasets.md``), or each of several weighted
+        :class:`~RegC2PLib.training.sources.DataSource`, and open a new run folder ``out`` on them."""
         settings = settings or TrainingSettings()
-        data = check_dataset(data, settings)
+        sources = [DataSource(Path(data))] if isinstance(data, (str, Path)) else list(data)
+        if not sources:
+            raise InputError("give at least one dataset folder")
+        for source in sources:
+            check_dataset(source.path, settings)
         _check_new_run_folder(Path(out), settings)
         job = cls(out, None, python)
-        job._open(data, settings, f"RegC2PTraining: dataset folder {data}")
+        folders = ", ".join(str(s.path) for s in sources)
+        job._open(sources, settings, f"RegC2PTraining: dataset folder{'s' if len(sources) > 1 else ''} {folders}")
         return job
 
     @classmethod
@@ -128,7 +138,7 @@ class TrainingJob:
             raise InputError(f"a run can only change {', '.join(RESUME_OVERRIDES)} when continued, not {', '.join(unknown)}")
         self.overrides.update(overrides)
 
-    def _open(self, data: Path, settings: TrainingSettings, command: str) -> None:
+    def _open(self, data: Path | Sequence[DataSource], settings: TrainingSettings, command: str) -> None:
         open_run(RunOptions(self.out, data, settings.model, settings.train, command=command))
 
     # ----------------------------------------------------------------- results
