@@ -53,6 +53,7 @@ from RegC2PLib.training.distributed import SINGLE, Distributed, from_environment
 from RegC2PLib.training.loop import MetricsLog, StopRequest, run_stage
 from RegC2PLib.training.runner import RunOptions, open_run, train
 from RegC2PLib.training.sharding import RankShard
+from RegC2PLib.training.sources import DataSource
 from RegC2PLib.training.tasks import GanTask, RefinerTask
 from RegC2PLib.training.validation import make_validator
 
@@ -150,7 +151,7 @@ def test_restarted_workers_continue_the_run_they_started(
     with pytest.raises(InputError, match="already exists"):
         open_run(options)
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    assert open_run(options) == (tiny_config, cfg, dataset.resolve())
+    assert open_run(options) == (tiny_config, cfg, (DataSource(dataset.resolve()),))
     assert [r["command"] for r in json.loads((tmp_path / "run" / "run.json").read_text())["resumes"]] == ["first"]
     with pytest.raises(InputError, match="already exists"):
         open_run(RunOptions(tmp_path / "run", dataset, tiny_config, cfg.replace(lr=2e-4)))
@@ -171,13 +172,14 @@ class _SlowItems(Dataset):
 
 
 def test_each_step_records_how_long_it_waited_for_its_batch(dataset: Path, tmp_path: Path, tiny_config: ModelConfig) -> None:
-    data = prepare_data(dataset, tmp_path, tiny_config, seed=0, need_windows=False)
+    data = prepare_data([DataSource(dataset)], tmp_path, tiny_config, seed=0, need_windows=False)
     settings = TrainConfig(epochs=1, batch_size=2, max_steps=3, checkpoint_every=100)
     messages: list[str] = []
     log = MetricsLog(tmp_path / "log.jsonl")
     task = GanTask(tiny_config, settings, CPU)
     slow = _SlowItems(data.slices, 0.1)
-    run_stage(task, slow, settings, tmp_path, log, None, StopRequest(), lambda fraction, message: messages.append(message))
+    every = data.slice_sampler
+    run_stage(task, slow, every, settings, tmp_path, log, None, StopRequest(), lambda fraction, message: messages.append(message))
     records = [json.loads(line) for line in log.path.read_text().splitlines()]
     assert all(r["data_s"] >= 0.2 for r in records)  # two items of 0.1 s each
     shown = int(re.search(r"(\d+)% waiting for data", messages[-1]).group(1))
@@ -186,7 +188,7 @@ def test_each_step_records_how_long_it_waited_for_its_batch(dataset: Path, tmp_p
     fast = tmp_path / "fast"
     fast.mkdir()
     log = MetricsLog(fast / "log.jsonl")
-    run_stage(GanTask(tiny_config, settings, CPU), data.slices, settings, fast, log, None, StopRequest())
+    run_stage(GanTask(tiny_config, settings, CPU), data.slices, every, settings, fast, log, None, StopRequest())
     assert all(json.loads(line)["data_s"] < 0.1 for line in log.path.read_text().splitlines())
 
 
@@ -279,7 +281,7 @@ def _free_port() -> int:
 
 def _inputs(dataset: Path, tiny_config: ModelConfig, folder: Path) -> dict[str, object]:
     """4 training slices, 4 refiner windows and 3 validation "studies" (thirds of the validation study)."""
-    data = prepare_data(dataset, folder, tiny_config, seed=0, need_windows=True)
+    data = prepare_data([DataSource(dataset)], folder, tiny_config, seed=0, need_windows=True)
     assert data.windows is not None
     volume = data.val_volumes[0]
     third = len(volume.ct) // 3

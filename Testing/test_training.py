@@ -31,9 +31,11 @@ from RegC2PLib.model_file import file_sha256, load_model, new_model, save_model
 from RegC2PLib.networks import RegistrationNet, smoothness_loss, warp
 from RegC2PLib.slice_grid import SliceGrid
 from RegC2PLib.training.config import TrainConfig
-from RegC2PLib.training.data_access import oversample_lesions, prepare_data
+from RegC2PLib.training.data_access import prepare_data
 from RegC2PLib.training.loop import MetricsLog, StopRequest, TrainingStopped, run_stage, stage_seconds
 from RegC2PLib.training.runner import RunOptions, train
+from RegC2PLib.training.sampling import EpochSampler, oversample_lesions
+from RegC2PLib.training.sources import DataSource
 from RegC2PLib.training.tasks import GanTask, RefinerTask
 from RegC2PLib.training.validation import make_validator
 
@@ -129,13 +131,13 @@ def test_stop_request_keeps_a_checkpoint_and_resume_is_exact(
         return GanTask(tiny_config, TrainConfig(), CPU)
 
     reference = fresh()
-    run_stage(reference, slices, settings, tmp_path / "a", _log(tmp_path / "a"), None, StopRequest())
+    run_stage(reference, slices, _all(slices), settings, tmp_path / "a", _log(tmp_path / "a"), None, StopRequest())
 
     stopping = _stop_after(6)
     with pytest.raises(TrainingStopped, match="step 6"):
-        run_stage(fresh(), slices, settings, tmp_path / "b", _log(tmp_path / "b"), None, stopping)
+        run_stage(fresh(), slices, _all(slices), settings, tmp_path / "b", _log(tmp_path / "b"), None, stopping)
     resumed = fresh()
-    run_stage(resumed, slices, settings, tmp_path / "b", _log(tmp_path / "b"), None, StopRequest())
+    run_stage(resumed, slices, _all(slices), settings, tmp_path / "b", _log(tmp_path / "b"), None, StopRequest())
     for name, module in reference.modules.items():
         for key, value in module.state_dict().items():
             assert torch.equal(value, resumed.modules[name].state_dict()[key]), f"{name}.{key}"
@@ -156,7 +158,16 @@ def test_validation_every_n_steps_keeps_the_best_checkpoint(
         seen.append(step)
         return {"score": scores[step]}
 
-    run_stage(GanTask(tiny_config, TrainConfig(), CPU), slices, settings, tmp_path, _log(tmp_path), validate, StopRequest())
+    run_stage(
+        GanTask(tiny_config, TrainConfig(), CPU),
+        slices,
+        _all(slices),
+        settings,
+        tmp_path,
+        _log(tmp_path),
+        validate,
+        StopRequest(),
+    )
     assert seen == [3, 6, 9]
     best = torch.load(tmp_path / "stage1_best.pt", weights_only=True)
     assert best["counters"]["step"] == 6
@@ -168,15 +179,15 @@ def test_a_finished_stage_continues_when_its_budget_grows(slices: SliceDataset, 
         return TrainConfig(epochs=5, batch_size=2, max_steps=max_steps, checkpoint_every=100)
 
     first = run_stage(
-        GanTask(tiny_config, TrainConfig(), CPU), slices, settings(3), tmp_path, _log(tmp_path), None, StopRequest()
+        GanTask(tiny_config, TrainConfig(), CPU), slices, _all(slices), settings(3), tmp_path, _log(tmp_path), None, StopRequest()
     )
     assert first.completed and first.step == 3
     again = run_stage(
-        GanTask(tiny_config, TrainConfig(), CPU), slices, settings(3), tmp_path, _log(tmp_path), None, StopRequest()
+        GanTask(tiny_config, TrainConfig(), CPU), slices, _all(slices), settings(3), tmp_path, _log(tmp_path), None, StopRequest()
     )
     assert again.step == 3  # nothing more to do
     longer = run_stage(
-        GanTask(tiny_config, TrainConfig(), CPU), slices, settings(5), tmp_path, _log(tmp_path), None, StopRequest()
+        GanTask(tiny_config, TrainConfig(), CPU), slices, _all(slices), settings(5), tmp_path, _log(tmp_path), None, StopRequest()
     )
     assert longer.completed and longer.step == 5
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -202,15 +213,29 @@ def test_a_stopped_stage_ended_by_a_lower_budget_is_validated(
 
     stopping = _stop_after(2)
     with pytest.raises(TrainingStopped, match="step 2"):
-        run_stage(GanTask(tiny_config, TrainConfig(), CPU), slices, settings(6), tmp_path, _log(tmp_path), validate, stopping)
+        run_stage(
+            GanTask(tiny_config, TrainConfig(), CPU),
+            slices,
+            _all(slices),
+            settings(6),
+            tmp_path,
+            _log(tmp_path),
+            validate,
+            stopping,
+        )
     assert not (tmp_path / "stage1_best.pt").exists()
     task = GanTask(tiny_config, TrainConfig(), CPU)
-    ended = run_stage(task, slices, settings(2), tmp_path, _log(tmp_path), validate, StopRequest())
+    ended = run_stage(task, slices, _all(slices), settings(2), tmp_path, _log(tmp_path), validate, StopRequest())
     assert ended.completed and ended.step == 2
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [(r["kind"], r["step"]) for r in records] == [("train", 1), ("train", 2), ("val", 2)]
     assert records[-1]["score"] == pytest.approx(validate(task)["score"])
     assert torch.load(tmp_path / "stage1_best.pt", weights_only=True)["counters"]["step"] == 2
+
+
+def _all(dataset: SliceDataset) -> EpochSampler:
+    """Every sample of ``dataset`` once per epoch, shuffled (a run of one dataset folder)."""
+    return EpochSampler([len(dataset)], [1.0], seed=0, stage="stage1")
 
 
 def _stop_after(steps: int) -> StopRequest:
@@ -389,7 +414,7 @@ def test_keep_last_takes_each_stages_last_weights_instead_of_the_best(
 def test_validation_scores_the_lesions_of_the_validation_studies(dataset: Path, tmp_path: Path, tiny_config: ModelConfig) -> None:
     """The lesion maps of the phantoms reach validation on the model grid (the body-centred
     canvas, nearest neighbour), so the lesion SUVmax error is measured during training, not NaN."""
-    data = prepare_data(dataset, tmp_path, tiny_config, seed=0, need_windows=False)
+    data = prepare_data([DataSource(dataset)], tmp_path, tiny_config, seed=0, need_windows=False)
     studies = {s.name: s for s in discover_studies(dataset)[0]}
     torch.manual_seed(0)
     task = GanTask(tiny_config, TrainConfig(), CPU)
@@ -430,8 +455,8 @@ def test_lesion_fraction_repeats_the_training_slices_that_show_a_lesion(
 ) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    plain = prepare_data(dataset, tmp_path / "a", tiny_config, seed=0, need_windows=False)
-    data = prepare_data(dataset, tmp_path / "b", tiny_config, seed=0, need_windows=False, lesion_fraction=0.6)
+    plain = prepare_data([DataSource(dataset)], tmp_path / "a", tiny_config, seed=0, need_windows=False)
+    data = prepare_data([DataSource(dataset)], tmp_path / "b", tiny_config, seed=0, need_windows=False, lesion_fraction=0.6)
     train_names = json.loads((tmp_path / "b" / "split.json").read_text())["train"]
     # Which slices show a lesion, read from the lesion maps themselves (every slice is in the PET view here).
     shown = np.concatenate(
@@ -443,8 +468,8 @@ def test_lesion_fraction_repeats_the_training_slices_that_show_a_lesion(
     )
     n, lesion = len(shown), np.flatnonzero(shown)
     assert len(plain.slices) == n and 0 < len(lesion) < 0.6 * n
-    indices = np.asarray(data.slices.dataset.indices)
-    assert sorted(set(indices.tolist())) == list(range(n))
+    indices = np.asarray(data.slice_sampler.indices(0))
+    assert sorted(set(indices.tolist())) == list(range(n)) and len(indices) == data.slice_sampler.length
     assert 0.6 <= np.isin(indices, lesion).mean() < 0.6 + 1 / len(indices)
     assert f"lesion slices: {len(lesion)} of {n}" in data.summary
 
@@ -485,6 +510,7 @@ def test_evaluation_matches_a_hand_computation() -> None:
     expected_mae = np.abs(pred - reference)[body].mean()
     assert scores.suv.mae_body == pytest.approx(expected_mae)
     assert scores.suv.lesion_suvmax_error == pytest.approx(3.0)
+    assert scores.suv.lesion_suvmean_error == pytest.approx(3.0)  # every lesion voxel 3 SUV low
     assert scores.suv.lesion_suvmax_bias == pytest.approx(-3.0)
     # [0, 1] paper scale = SUV / 20 here; per-slice means of equal-sized slices = global mean
     assert scores.paper.mae == pytest.approx(32767.0 * np.abs(pred - reference).mean() / 20.0)

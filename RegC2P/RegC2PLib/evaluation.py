@@ -8,10 +8,11 @@ are means over studies, lesion figures over all lesions).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import SimpleITK as sitk
 
 from .body import body_mask
 from .config import IntensityConfig
@@ -78,6 +79,7 @@ def summarize(scores: Sequence[VolumeScores]) -> dict[str, float]:
         "interslice": float(np.nanmean([s.suv.interslice for s in scores])),
         "lesion_suvmax_error": weighted([s.suv.lesion_suvmax_error for s in scores], lesions),
         "lesion_suvmax_bias": weighted([s.suv.lesion_suvmax_bias for s in scores], lesions),
+        "lesion_suvmean_error": weighted([s.suv.lesion_suvmean_error for s in scores], lesions),
         "n_studies": len(scores),
         "n_slices": int(slices.sum()),
         "n_lesions": int(lesions.sum()),
@@ -87,13 +89,15 @@ def summarize(scores: Sequence[VolumeScores]) -> dict[str, float]:
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A Markdown table in the paper's format plus the physical figures."""
     lines = [
-        "| model | MAE ↓ | SSIM ↑ | PSNR ↑ | SUV MAE body ↓ | SUV bias body | lesion SUVmax err ↓ | inter-slice ↓ |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | MAE ↓ | SSIM ↑ | PSNR ↑ | SUV MAE body ↓ | SUV bias body | lesion SUVmax err ↓ | "
+        "lesion SUVmean err ↓ | inter-slice ↓ |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         lines.append(
             f"| {name} | {r['mae']:.2f} | {r['ssim']:.4f} | {r['psnr']:.2f} | {r['suv_mae_body']:.3f} | "
-            f"{r['suv_bias_body']:+.3f} | {r['lesion_suvmax_error']:.2f} | {r['interslice']:.4f} |"
+            f"{r['suv_bias_body']:+.3f} | {r['lesion_suvmax_error']:.2f} | {r['lesion_suvmean_error']:.2f} | "
+            f"{r['interslice']:.4f} |"
         )
     return "\n".join(lines)
 
@@ -101,14 +105,18 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 def evaluate_study(
     study: Study, model: LoadedModel, options: TranslationOptions, progress: ProgressCallback = no_progress
 ) -> VolumeScores:
-    """Translate one study's CT and score it against its aligned PET (else its PET).
+    """Translate one study's CT and score it against its aligned PET (else its PET) (see :func:`score_study`)."""
+    return score_study(study, lambda ct: translate_volume(ct, model, options, progress), model.config.intensity)
 
-    Scored on the CT grid, over the CT slices at least half inside the PET field of view.
-    """
+
+def score_study(study: Study, predict: Callable[[sitk.Image], sitk.Image], intensity: IntensityConfig) -> VolumeScores:
+    """Score ``predict(CT)`` (a PET in SUV on the CT's grid, for any predictor: a model, a
+    baseline) against the study's aligned PET (else its PET), on the CT grid, over the CT
+    slices at least half inside the PET field of view."""
     loaded = load_study(study)
-    pred = translate_volume(loaded.ct, model, options, progress)
+    pred = predict(loaded.ct)
     keep = loaded.coverage >= MIN_COVERAGE
     reference = loaded.pet_aligned if loaded.pet_aligned is not None else loaded.pet
     lesions = array_view(loaded.lesions)[keep] if loaded.lesions is not None else None
     body = body_mask(array_view(loaded.ct), loaded.ct.GetSpacing()[::-1])[keep]
-    return score_volume(study.name, array_view(pred)[keep], array_view(reference)[keep], body, model.config.intensity, lesions)
+    return score_volume(study.name, array_view(pred)[keep], array_view(reference)[keep], body, intensity, lesions)

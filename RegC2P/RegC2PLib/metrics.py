@@ -7,7 +7,7 @@ Paper scale (docs/method.md §3): PET on [0, 1] (the group's stored value / 3276
 a 3-pixel border excluded); then the mean over slices. SSIM is written here with torch
 (scikit-image is a test-only dependency; a test checks agreement to 1e-4).
 
-Physical scale: SUV MAE and bias inside a body mask, lesion SUVmax error, and the
+Physical scale: SUV MAE and bias inside a body mask, lesion SUVmax and SUVmean errors, and the
 inter-slice consistency ``mean |∂z(pred − gt)|`` (SUV per slice step) that the 3D
 refiner exists to lower.
 """
@@ -92,6 +92,7 @@ class SuvMetrics:
     interslice: float  # mean |∂z(pred − gt)| inside the body mask, per slice step
     lesion_suvmax_error: float  # mean |SUVmax(pred) − SUVmax(gt)| over lesions (nan if none)
     lesion_suvmax_bias: float  # mean (SUVmax(pred) − SUVmax(gt)) over lesions (nan if none)
+    lesion_suvmean_error: float  # mean |SUVmean(pred) − SUVmean(gt)| over lesions (nan if none)
     n_lesions: int
 
 
@@ -104,24 +105,25 @@ def suv_metrics(pred: np.ndarray, gt: np.ndarray, body: np.ndarray, lesions: np.
     inside = diff[body]
     both = body[1:] & body[:-1]
     dz = np.abs(diff[1:] - diff[:-1])[both]
-    errors = _lesion_suvmax_errors(pred, gt, lesions)
+    errors = _lesion_errors(ndimage.maximum, pred, gt, lesions)
+    mean_errors = _lesion_errors(ndimage.mean, pred, gt, lesions)
     return SuvMetrics(
         mae_body=float(np.abs(inside).mean()) if inside.size else math.nan,
         bias_body=float(inside.mean()) if inside.size else math.nan,
         interslice=float(dz.mean()) if dz.size else math.nan,
         lesion_suvmax_error=float(np.abs(errors).mean()) if errors.size else math.nan,
         lesion_suvmax_bias=float(errors.mean()) if errors.size else math.nan,
+        lesion_suvmean_error=float(np.abs(mean_errors).mean()) if mean_errors.size else math.nan,
         n_lesions=int(errors.size),
     )
 
 
-def _lesion_suvmax_errors(pred: np.ndarray, gt: np.ndarray, lesions: np.ndarray | None) -> np.ndarray:
+def _lesion_errors(statistic, pred: np.ndarray, gt: np.ndarray, lesions: np.ndarray | None) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """``statistic`` (an ``ndimage`` reduction: maximum, mean) of pred minus that of gt, per lesion label."""
     if lesions is None:
         return np.empty(0)
     lesions = np.asarray(lesions)
     labels = np.unique(lesions[lesions > 0])
     if not labels.size:
         return np.empty(0)
-    pred_max = ndimage.maximum(pred, lesions, labels)
-    gt_max = ndimage.maximum(gt, lesions, labels)
-    return np.asarray(pred_max) - np.asarray(gt_max)
+    return np.asarray(statistic(pred, lesions, labels)) - np.asarray(statistic(gt, lesions, labels))

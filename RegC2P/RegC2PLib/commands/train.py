@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from ..config import PRESETS, ModelConfig, preset
 from ..errors import InputError
 from ..training.config import RESUME_OVERRIDES, TrainConfig
+from ..training.sources import parse_source, with_splits
 from .launch import PROCESSES_FLAG, launch, under_torchrun
 from .options import add_config_options, given_options, option_flag
 from .progress_display import add_progress_option, progress_display
@@ -51,7 +52,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_options(parser: argparse.ArgumentParser) -> None:
     """Every ``regc2p train`` option: the run folder, the network options and one option per
     :class:`TrainConfig` field; read them with :func:`run_options`."""
-    parser.add_argument("--data", type=Path, help="dataset folder (not needed with --resume)")
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        metavar="[NAME=]DIR[:WEIGHT]",
+        help="dataset folder(s), not needed with --resume; several are mixed, each WEIGHT its share of each epoch "
+        "(default 1), NAME labelling its validation figures (default: the folder's name)",
+    )
+    parser.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        metavar="[NAME=]MANIFEST",
+        help="use this split manifest (e.g. a run's split.json) for dataset NAME instead of a new seeded split",
+    )
     parser.add_argument("--out", required=True, type=Path, help="run folder (created; must be new unless --resume)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument(
@@ -102,6 +116,8 @@ def run_options(args: argparse.Namespace, command: str) -> RunOptions:
 
     given = given_options(args, TrainConfig)
     if args.resume:
+        if args.data or args.split:
+            raise InputError("--data and --split cannot change when a run is continued (run.json keeps its datasets)")
         fixed = sorted(set(given) - set(RESUME_OVERRIDES))
         network = [name for name in NETWORK_OPTIONS if getattr(args, name)]
         if fixed or network:
@@ -115,7 +131,8 @@ def run_options(args: argparse.Namespace, command: str) -> RunOptions:
         train_cfg = TrainConfig(**given)
     except ValueError as exc:
         raise InputError(f"invalid training options: {exc}") from exc
-    return RunOptions(args.out, args.data, model_config(args), train_cfg, command=command)
+    sources = with_splits([parse_source(spec) for spec in args.data or ()], args.split)
+    return RunOptions(args.out, sources, model_config(args), train_cfg, command=command)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """The one training loop both stages share: epochs, schedule, checkpoints, log, resume.
 
-Resumable at any step: the sample order of an epoch is a pure function of
-``(seed, stage, epoch)``, so after a kill the loop reloads the last checkpoint (weights,
+Resumable at any step: the samples of an epoch and their order are a pure function of
+``(seed, stage, epoch)`` (:class:`~.sampling.EpochSampler`), so after a kill the loop reloads the last checkpoint (weights,
 optimisers, schedules, counters, RNG state) and skips the batches that epoch already
 used; the resumed run then takes exactly the steps an uninterrupted run takes.
 
@@ -33,6 +33,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import TrainConfig
 from .distributed import per_rank_batch
 from .memory import OutOfMemory, batch_too_large
+from .sampling import EpochSampler, mix
 from .sharding import RankShard
 from .tasks import Task
 
@@ -89,17 +90,6 @@ class MetricsLog:
             tmp.write_text("".join(line + "\n" for line in kept))
 
 
-def epoch_order(n_samples: int, seed: int, stage: str, epoch: int) -> list[int]:
-    """The shuffled sample order of one epoch, reproducible from its arguments alone."""
-    generator = torch.Generator().manual_seed(_mix(seed, stage, epoch))
-    return torch.randperm(n_samples, generator=generator).tolist()
-
-
-def _mix(seed: int, stage: str, epoch: int) -> int:
-    # Python's hash() of a str is salted per process; use a stable mix instead.
-    return (seed * 1_000_003 + sum(map(ord, stage)) * 10_007 + epoch) % (2**63 - 1)
-
-
 def _lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     if cfg.lr_schedule == "constant":
         return lambda step: 1.0
@@ -119,6 +109,7 @@ def batch_flag(stage: str) -> str:
 def run_stage(
     task: Task,
     dataset: Dataset,
+    sampler: EpochSampler,
     cfg: TrainConfig,
     checkpoint_dir: Path,
     log: MetricsLog,
@@ -126,8 +117,9 @@ def run_stage(
     stop: StopRequest,
     progress: ProgressCallback = no_progress,
 ) -> Counters:
-    """Train ``task`` to the end of its budget in ``cfg`` (its stage's epochs and batch size,
-    ``max_steps``), resuming from its last checkpoint if any.
+    """Train ``task`` on the samples of ``dataset`` that ``sampler`` picks for each epoch, to
+    the end of its budget in ``cfg`` (its stage's epochs and batch size, ``max_steps``),
+    resuming from its last checkpoint if any.
 
     Writes ``<stage>_last.pt`` every ``checkpoint_every`` steps and at each epoch end,
     and ``<stage>_best.pt`` (weights only) when validation improves (lower score). The
@@ -135,7 +127,7 @@ def run_stage(
     record of the log holds ``data_s``, the seconds the step waited for its batch.
     """
     dist = task.dist
-    n = len(dataset)  # type: ignore[arg-type]
+    n = sampler.length
     batch_size = cfg.batch_size_of(task.name)
     local_batch = per_rank_batch(batch_size, dist.world_size, batch_flag(task.name))
     steps_per_epoch = n // batch_size
@@ -165,10 +157,10 @@ def run_stage(
     started, first_step, seconds_before = time.monotonic(), counters.step, counters.seconds
     waited = 0.0
     while counters.step < total:
-        order = epoch_order(n, cfg.seed, task.name, counters.epoch)
+        order = sampler.indices(counters.epoch)
         usable = order[: steps_per_epoch * batch_size][counters.step_in_epoch * batch_size :]
         # Its own generator: worker seeds are reproducible and the global RNG is left alone.
-        loader_rng = torch.Generator().manual_seed(_mix(cfg.seed, task.name, counters.epoch) + counters.step_in_epoch)
+        loader_rng = torch.Generator().manual_seed(mix(cfg.seed, task.name, counters.epoch) + counters.step_in_epoch)
         loader = DataLoader(
             dataset,
             batch_size=local_batch,

@@ -24,7 +24,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..config import ModelConfig, model_differences
+from ..data.split import read_manifest
 from ..errors import InputError
 from ..inference.device import resolve_device
 from ..model_file import LoadedModel, load_model, save_model
@@ -44,6 +45,7 @@ from .curves import NO_MATPLOTLIB, can_plot, plot_curves
 from .data_access import prepare_data
 from .distributed import Distributed, elastic_restart, from_environment, per_rank_batch
 from .loop import MetricsLog, StopRequest, batch_flag, load_stage_weights, run_stage
+from .sources import DataSource, manifest_path, sources_from_json
 from .tasks import GanTask, RefinerTask
 from .validation import make_validator
 
@@ -55,14 +57,15 @@ INIT_FILE = "init.safetensors"
 class RunOptions:
     """What ``regc2p train``, the batch script and the RegC2PTraining module ask for.
 
-    A new run needs ``data``, ``model`` and ``train``; on ``resume`` all three come from
-    ``out/run.json`` (leave them ``None``) and only the fields in ``resume_overrides`` —
+    A new run needs ``data`` (one dataset folder, or several :class:`~.sources.DataSource`
+    with weights and split manifests), ``model`` and ``train``; on ``resume`` all three come
+    from ``out/run.json`` (leave them empty) and only the fields in ``resume_overrides`` —
     a subset of :data:`~.config.RESUME_OVERRIDES` — change; each resume is listed in the
     ``resumes`` of ``run.json``.
     """
 
     out: Path
-    data: Path | None = None
+    data: Path | Sequence[DataSource] | None = None
     model: ModelConfig | None = None
     train: TrainConfig | None = None
     resume: bool = False
@@ -96,7 +99,7 @@ def _train(
     notify: Callable[[str], None],
 ) -> Path:
     out = options.out
-    model_cfg, train_cfg, data_root = dist.on_main(lambda: _open_folder(options, dist.world_size))
+    model_cfg, train_cfg, sources = dist.on_main(lambda: _open_folder(options, dist.world_size))
     stop = stop or StopRequest(out / "STOP")
     if not dist.is_main:
         stop.stop_file = None  # rank 0 reads it; the ranks share its answer every step
@@ -104,7 +107,7 @@ def _train(
     _seed_everything(train_cfg, device)
     stages = train_cfg.stages()
     data = dist.main_first(
-        lambda: prepare_data(data_root, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
+        lambda: prepare_data(sources, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
     )
     if dist.is_main:
         notify(data.summary)
@@ -120,17 +123,19 @@ def _train(
             if init is not None:  # a resumed stage then loads its checkpoint over these
                 task.generator.load_state_dict(init.generator.state_dict())
             validator = make_validator(data.val_volumes, model_cfg, device, False, dist)
-            run_stage(task, data.slices, train_cfg, checkpoints, log, validator, stop, ProgressRange(progress, *share["stage1"]))
+            part = ProgressRange(progress, *share["stage1"])
+            run_stage(task, data.slices, data.slice_sampler, train_cfg, checkpoints, log, validator, stop, part)
         generator, registration = _stage1_networks(model_cfg, checkpoints, train_cfg.keep)
         if "stage2" in stages:
-            if data.windows is None:
+            if data.windows is None or data.window_sampler is None:
                 raise InputError("stage 2 needs whole volumes; a RegGAN/CPDM slice folder only supports --stage 1")
             torch.manual_seed(train_cfg.seed + 1)
             task = RefinerTask(model_cfg, train_cfg, device, generator, registration, dist)
             if init is not None and init.refiner is not None:
                 task.refiner.load_state_dict(init.refiner.state_dict())
             validator = make_validator(data.val_volumes, model_cfg, device, True, dist)
-            run_stage(task, data.windows, train_cfg, checkpoints, log, validator, stop, ProgressRange(progress, *share["stage2"]))
+            part = ProgressRange(progress, *share["stage2"])
+            run_stage(task, data.windows, data.window_sampler, train_cfg, checkpoints, log, validator, stop, part)
         refiner = None
         if (checkpoints / "stage2_last.pt").exists():
             refiner = Refiner(model_cfg.refiner)
@@ -143,29 +148,30 @@ def _train(
                 notify(NO_MATPLOTLIB)
     if dist.is_main:
         model = LoadedModel(model_cfg, generator.eval(), refiner.eval() if refiner is not None else None)
-        info = {"command": options.command, "mode": train_cfg.mode, "data": str(data_root), "split": data.split_digest}
+        data_record = ", ".join(f"{s.name}={s.path}:{s.weight:g}" if len(sources) > 1 else str(s.path) for s in sources)
+        info = {"command": options.command, "mode": train_cfg.mode, "data": data_record, "split": data.split_digest}
         save_model(out / MODEL_FILE, model, info)
     dist.barrier()  # the model file exists when train() returns on any rank
     return out / MODEL_FILE
 
 
-def _open_folder(options: RunOptions, world_size: int) -> tuple[ModelConfig, TrainConfig, Path]:
+def _open_folder(options: RunOptions, world_size: int) -> tuple[ModelConfig, TrainConfig, tuple[DataSource, ...]]:
     """:func:`open_run`, a check that each stage's batch splits over the processes, the checkpoint folder."""
-    model_cfg, train_cfg, data_root = open_run(options, world_size)
+    model_cfg, train_cfg, sources = open_run(options, world_size)
     for stage in train_cfg.stages():
         per_rank_batch(train_cfg.batch_size_of(stage), world_size, batch_flag(stage))
     (options.out / "STOP").unlink(missing_ok=True)
     (options.out / "checkpoints").mkdir(exist_ok=True)
-    return model_cfg, train_cfg, data_root
+    return model_cfg, train_cfg, sources
 
 
-def open_run(options: RunOptions, processes: int = 1) -> tuple[ModelConfig, TrainConfig, Path]:
-    """Create a new run folder (``run.json``) or read a resumed one's configs and data folder.
+def open_run(options: RunOptions, processes: int = 1) -> tuple[ModelConfig, TrainConfig, tuple[DataSource, ...]]:
+    """Create a new run folder (``run.json``) or read a resumed one's configs and dataset folders.
 
     Refuses a non-empty folder for a new run, a missing ``run.json`` on resume,
     ``--stage 2`` on a new run and an ``init_from`` model of another network config, each
-    with a one-line :class:`InputError`. The ``init_from`` model is copied into the run
-    folder, so a resume does not depend on the original file. Workers that torchrun's
+    with a one-line :class:`InputError`. The ``init_from`` model and given split manifests
+    are copied into the run folder, so a resume does not depend on the original files. Workers that torchrun's
     agent restarted (``--max-restarts``) with the command of a new run continue the run
     that command started, when ``run.json`` records exactly its configuration.
     ``processes`` (how many train the run this time) is recorded with the command.
@@ -185,13 +191,17 @@ def open_run(options: RunOptions, processes: int = 1) -> tuple[ModelConfig, Trai
         saved.setdefault("resumes", []).append(resume)
         with atomic_path(run_file, ".json") as tmp:
             tmp.write_text(json.dumps(saved, indent=2))
-        return model_cfg, train_cfg, Path(saved["data"])
-    if options.data is None:
+        return model_cfg, train_cfg, sources_from_json(saved["data"])
+    if not options.data:
         raise InputError("--data is required for a new run; give a dataset folder")
     if options.model is None or options.train is None:
         raise InputError("a new run needs its model and training configuration")
-    if not options.data.is_dir():
-        raise InputError(f"dataset folder {options.data} does not exist")
+    sources = (DataSource(options.data),) if isinstance(options.data, Path) else tuple(options.data)
+    for source in sources:
+        if not source.path.is_dir():
+            raise InputError(f"dataset folder {source.path} does not exist")
+        if source.split is not None:
+            read_manifest(source.split)  # a one-line error for a missing or broken manifest, before anything is written
     if out.exists() and any(out.iterdir()):
         if elastic_restart() and _records(run_file, options):
             return open_run(dataclasses.replace(options, resume=True, data=None, model=None, train=None), processes)
@@ -200,10 +210,15 @@ def open_run(options: RunOptions, processes: int = 1) -> tuple[ModelConfig, Trai
         raise InputError("--stage 2 needs a run whose stage 1 is trained: use --resume --stage 2 on that run folder")
     init = _check_init(options.train.init_from, options.model)
     out.mkdir(parents=True, exist_ok=True)
+    sources = tuple(DataSource(s.path.resolve(), s.name, s.weight, s.split) for s in sources)
+    for source in sources:
+        if source.split is not None:
+            with atomic_path(manifest_path(out, source, len(sources)), ".json") as tmp:
+                shutil.copyfile(source.split, tmp)
     record = {
         "model": options.model.to_dict(),
         "train": options.train.to_dict(),
-        "data": str(options.data.resolve()),
+        "data": [s.to_json() for s in sources],
         "command": options.command,
         "processes": processes,
     }
@@ -213,16 +228,17 @@ def open_run(options: RunOptions, processes: int = 1) -> tuple[ModelConfig, Trai
         record["init"] = {"from": str(Path(init.path).resolve()), "sha256": init.sha256}  # type: ignore[arg-type]
     with atomic_path(run_file, ".json") as tmp:
         tmp.write_text(json.dumps(record, indent=2))
-    return options.model, options.train, options.data.resolve()
+    return options.model, options.train, sources
 
 
 def _records(run_file: Path, options: RunOptions) -> bool:
     """Whether ``run_file`` is the ``run.json`` of a new run with exactly ``options``' data and configs."""
-    if not run_file.is_file() or options.data is None:
+    if not run_file.is_file() or not options.data:
         return False
     saved = json.loads(run_file.read_text())
+    sources = (DataSource(options.data),) if isinstance(options.data, Path) else tuple(options.data)
     return (
-        saved.get("data") == str(options.data.resolve())
+        saved.get("data") == [DataSource(s.path.resolve(), s.name, s.weight).to_json() for s in sources]
         and ModelConfig.from_dict(saved["model"]) == options.model
         and TrainConfig.from_dict(saved["train"]) == options.train
     )

@@ -4,8 +4,9 @@ Each validation study is translated slice by slice by the task's G, refined with
 model's window and stride when F is being trained, set to 0 outside the body as inference
 does, and scored against its reference
 (the aligned PET when the study has one, else the PET) with the paper-scale metrics and
-the SUV figures (lesion SUVmax error where the study has a lesion map). The score that
-picks the best checkpoint is the paper-scale MAE.
+the SUV figures (lesion SUVmax error where the study has a lesion map); a run of several
+dataset folders also gets the main figures of each folder (``mae@NAME``, ...). The score
+that picks the best checkpoint is the paper-scale MAE over all validation studies.
 
 In a distributed run each rank scores every ``world_size``-th study and the per-study
 scores are gathered and summarised in the studies' order, so every rank gets the scores
@@ -27,6 +28,7 @@ from .loop import Validator
 from .tasks import Task
 
 BATCH_SLICES = 16
+PER_SOURCE = ("mae", "ssim", "suv_mae_body", "suv_bias_body", "lesion_suvmax_error")
 
 
 def make_validator(
@@ -60,6 +62,11 @@ def make_validator(
         shares = dist.all_gather(scores)  # rank r scored studies r, r + W, ...: interleave them back
         ordered = [shares[i % dist.world_size][i // dist.world_size] for i in range(len(volumes))]
         summary = summarize(ordered)
+        sources = sorted({v.source for v in volumes})
+        if len(sources) > 1:  # a mixed run also reports each dataset folder: "mae@real", ...
+            for source in sources:
+                part = summarize([s for s, v in zip(ordered, volumes) if v.source == source])
+                summary.update({f"{key}@{source}": part[key] for key in PER_SOURCE})
         return {**summary, "score": summary["mae"]}
 
     return validate

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from RegC2PLib.progress import ProgressCallback, no_progress
 from RegC2PLib.training.config import RESUME_OVERRIDES, TrainConfig
 from RegC2PLib.training.loop import StopRequest, TrainingStopped
 from RegC2PLib.training.runner import MODEL_FILE, RunOptions, open_run, train
+from RegC2PLib.training.sources import DataSource, sources_from_json
 
 from ..background import JobState, WorkerProcess, wait_for
 from .dataset import PairLike, as_pairs, check_dataset, check_study_count, write_pairs
@@ -102,14 +103,24 @@ class TrainingJob:
 
     @classmethod
     def from_folder(
-        cls, data: str | Path, out: str | Path, settings: TrainingSettings | None = None, python: str | None = None
+        cls,
+        data: str | Path | Sequence[DataSource],
+        out: str | Path,
+        settings: TrainingSettings | None = None,
+        python: str | None = None,
     ) -> TrainingJob:
-        """Check the dataset folder (``docs/datasets.md``) and open a new run folder ``out`` on it."""
+        """Check the dataset folder (``docs/datasets.md``), or each of several weighted
+        :class:`~RegC2PLib.training.sources.DataSource`, and open a new run folder ``out`` on them."""
         settings = settings or TrainingSettings()
-        data = check_dataset(data, settings)
+        sources = [DataSource(Path(data))] if isinstance(data, (str, Path)) else list(data)
+        if not sources:
+            raise InputError("give at least one dataset folder")
+        for source in sources:
+            check_dataset(source.path, settings)
         _check_new_run_folder(Path(out), settings)
         job = cls(out, None, python, settings.processes)
-        job._open(data, settings, f"RegC2PTraining: dataset folder {data}")
+        folders = ", ".join(str(s.path) for s in sources)
+        job._open(sources, settings, f"RegC2PTraining: dataset folder{'s' if len(sources) > 1 else ''} {folders}")
         return job
 
     @classmethod
@@ -123,12 +134,12 @@ class TrainingJob:
             raise InputError(f"{out} is not a RegC2P run folder (no run.json); start a new run instead")
         job = cls(out, None, python, processes)
         job.set_overrides(overrides or {})
-        data = job.data_folder
-        if not data.is_dir():
-            raise InputError(
-                f"the run's dataset folder {data} no longer exists (converted scene pairs in a temporary folder are removed "
-                "with their job); continue with that job's start(), or start a new run with a dataset folder to keep"
-            )
+        for data in job.data_folders:
+            if not data.is_dir():
+                raise InputError(
+                    f"the run's dataset folder {data} no longer exists (converted scene pairs in a temporary folder are "
+                    "removed with their job); continue with that job's start(), or start a new run with a dataset folder to keep"
+                )
         return job
 
     def set_overrides(self, overrides: Mapping[str, Any]) -> None:
@@ -138,7 +149,7 @@ class TrainingJob:
             raise InputError(f"a run can only change {', '.join(RESUME_OVERRIDES)} when continued, not {', '.join(unknown)}")
         self.overrides.update(overrides)
 
-    def _open(self, data: Path, settings: TrainingSettings, command: str) -> None:
+    def _open(self, data: Path | Sequence[DataSource], settings: TrainingSettings, command: str) -> None:
         open_run(RunOptions(self.out, data, settings.model, settings.train, command=command), settings.processes)
 
     # ----------------------------------------------------------------- results
@@ -150,9 +161,14 @@ class TrainingJob:
         return path if path.is_file() else None
 
     @property
+    def data_folders(self) -> tuple[Path, ...]:
+        """The dataset folders the run trains on (from ``run.json``)."""
+        return tuple(s.path for s in sources_from_json(json.loads((self.out / "run.json").read_text())["data"]))
+
+    @property
     def data_folder(self) -> Path:
-        """The dataset folder the run trains on (from ``run.json``)."""
-        return Path(json.loads((self.out / "run.json").read_text())["data"])
+        """The (first) dataset folder the run trains on."""
+        return self.data_folders[0]
 
     # ----------------------------------------------------------------- blocking
 

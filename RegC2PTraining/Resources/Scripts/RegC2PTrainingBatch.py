@@ -64,11 +64,11 @@ def make_job(args: argparse.Namespace, scene):
     options = train_command.run_options(args, "")
     if options.resume:
         return TrainingJob.open(args.out, options.resume_overrides, processes=args.processes)
-    if args.pair and args.data is not None:
+    if args.pair and options.data:
         raise InputError("give either --data DATASET_FOLDER or --pair CT PET (repeatable), not both")
     settings = TrainingSettings(options.model, options.train, not args.no_validation, args.processes)
-    if args.data is not None:
-        return TrainingJob.from_folder(args.data, args.out, settings)
+    if options.data:
+        return TrainingJob.from_folder(options.data, args.out, settings)
     if not args.pair:
         raise InputError("give --data DATASET_FOLDER, --pair CT PET (repeatable) or --resume")
     pairs = []
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with work_scene() as scene, progress_display(args.progress, "train") as progress:
             job = make_job(args, scene)
-            print(f"training into {job.out} (data: {job.data_folder})", file=sys.stderr, flush=True)
+            print(f"training into {job.out} (data: {', '.join(map(str, job.data_folders))})", file=sys.stderr, flush=True)
             if args.background or job.processes > 1:
                 status = run_in_background(job, progress)
                 if status:
