@@ -92,7 +92,7 @@ def test_flipped_weight_byte_fails_integrity(tmp_path: Path, small_model_file: P
         load_model(path)
 
 
-def test_edited_digest_refused(tmp_path: Path, small_model_file: Path) -> None:
+def test_edited_weights_refused(tmp_path: Path, small_model_file: Path) -> None:
     tensors, metadata = _read_all(small_model_file)
     tensors["generator.1.bias"] = tensors["generator.1.bias"] + 1.0  # re-saved with the old digest
     path = tmp_path / "edited.safetensors"

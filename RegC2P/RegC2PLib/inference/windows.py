@@ -42,15 +42,11 @@ class WindowPlan:
             starts.append(last)
         return starts
 
-    def slice_weights(self) -> np.ndarray:
-        """Weight of each slice position inside a window, shape (length,): uniform."""
-        return np.ones(self.length, dtype=np.float32)
-
     def coverage(self) -> np.ndarray:
-        """Summed weight per slice of the volume, shape (n_slices,); all > 0."""
+        """How many windows cover each slice of the volume, shape (n_slices,); all > 0."""
         total = np.zeros(self.n_slices, dtype=np.float32)
         for start in self.starts:
-            total[start : start + self.length] += self.slice_weights()
+            total[start : start + self.length] += 1.0
         return total
 
 
@@ -70,7 +66,6 @@ def refine_windows(
     """
     if volume.shape[0] != plan.n_slices:
         raise ValueError(f"volume has {volume.shape[0]} slices, plan expects {plan.n_slices}")
-    weights = torch.from_numpy(plan.slice_weights()).view(-1, 1, 1)
     total = torch.zeros(volume.shape, dtype=torch.float32)
     starts = plan.starts
     for first in range(0, len(starts), batch_size):
@@ -80,6 +75,6 @@ def refine_windows(
         windows = torch.stack([volume[s : s + plan.length] for s in batch])[:, None].to(device)
         refined = refiner(windows)[:, 0].float().cpu()
         for start, out in zip(batch, refined):
-            total[start : start + plan.length] += weights * out
+            total[start : start + plan.length] += out
         progress((first + len(batch)) / len(starts), f"refined {first + len(batch)}/{len(starts)} windows")
     return total / torch.from_numpy(plan.coverage()).view(-1, 1, 1)
