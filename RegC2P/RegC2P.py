@@ -232,12 +232,13 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateModelInfo(self, path=None) -> None:
         text = self.ui.modelPathLineEdit.currentPath
+        default = self.logic.defaultModelPath()
         if text:
             self.ui.modelInfoLabel.text = self.logic.describeModel(text)
-        elif self.logic.defaultModelPath() is None:
+        elif default is None:
             self.ui.modelInfoLabel.text = _("No model yet: use 'Import model…' to add a RegC2P .safetensors model.")
         else:
-            self.ui.modelInfoLabel.text = _("Using the default model.")
+            self.ui.modelInfoLabel.text = _("Using the default model.") + "\n" + self.logic.describeModel(default)
 
     def onOpacityChanged(self, value) -> None:
         """Live fusion opacity for the current output."""
@@ -417,10 +418,12 @@ class RegC2PLogic(ScriptedLoadableModuleLogic):
         path = pathlib.Path(path)
         if not path.is_file():
             return _("{path} does not exist.").format(path=path)
-        from RegC2PSlicer.models import BUNDLED_MODEL_DIR
+        from RegC2PSlicer.models import BUNDLED_MODEL_DIR, model_info
 
         where = _("bundled") if path.resolve().parent == BUNDLED_MODEL_DIR.resolve() else _("user model")
-        return _("{name}: {where}, {size:.1f} MB").format(name=path.name, where=where, size=path.stat().st_size / 1e6)
+        line = _("{name}: {where}, {size:.1f} MB").format(name=path.name, where=where, size=path.stat().st_size / 1e6)
+        card = model_info(path).get("card")
+        return f"{line}\n{card}" if card else line
 
     def importModel(self, path):
         """Check that the file loads, copy it into the user's model folder; returns ImportedModel (path, sha256)."""

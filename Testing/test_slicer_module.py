@@ -571,3 +571,20 @@ def test_display_changes_after_the_run_touch_only_the_pet(headless, ct_node, set
     assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((2.0, 4.0))
     with pytest.raises(InputError, match="SUV window"):
         output.update_pet_display(pet_node, "PET-Heat", (4.0, 2.0))
+
+
+def test_model_card_is_read_from_the_file_header(tmp_path, tiny_config):
+    """The panel's model info: the ``card`` a model file carries, read from the safetensors
+    header by hand; the same text the file's own loader reports; a broken file gives none."""
+    path = tmp_path / "carded.safetensors"
+    card = "Trained on phantoms and 29 sarcoma patients; research use only, not for diagnosis."
+    save_model(path, new_model(tiny_config, seed=0), {"card": card, "command": "regc2p train --data d"})
+    assert models.model_info(path) == dict(load_model(path).info)
+    assert models.model_info(path)["card"] == card
+    data = bytearray(path.read_bytes())
+    data[:8] = (2**62).to_bytes(8, "little")  # a header length no file has
+    (tmp_path / "broken.safetensors").write_bytes(bytes(data))
+    (tmp_path / "text.safetensors").write_text("not a model")
+    assert models.model_info(tmp_path / "broken.safetensors") == {}
+    assert models.model_info(tmp_path / "text.safetensors") == {}
+    assert models.model_info(tmp_path / "missing.safetensors") == {}

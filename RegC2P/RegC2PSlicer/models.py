@@ -11,8 +11,10 @@ the compute devices are found by a worker process (:class:`DeviceProbe`).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,26 @@ class ImportedModel:
     path: Path
     sha256: str
     already_present: bool
+
+
+def model_info(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The free-text metadata a model file carries (``regc2p_info``: training command, data,
+    ``card``: its model card in short), read from the safetensors header alone.
+
+    Read by hand because the panel shows it before torch and safetensors are installed: a
+    safetensors file starts with the header's length (8 bytes, little-endian) and the
+    header, JSON with the metadata under ``__metadata__``. Unreadable files give ``{}``
+    (loading the model reports why)."""
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > 100_000_000:
+                return {}
+            header = json.loads(f.read(length))
+        info = json.loads(header.get("__metadata__", {}).get("regc2p_info", "{}"))
+    except (OSError, ValueError, struct.error, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}
 
 
 def user_model_folder() -> Path:

@@ -1,0 +1,194 @@
+"""The shipped model's report card: every figure of ``docs/model-card.md``, measured in one run.
+
+* **Sarcoma test patients** (real FDG PET/CT, the committed split): the model against the
+  HU→SUV lookup table fitted on the split's training patients (``baselines.py``), pooled
+  over the test patients (SUV MAE and bias inside the body, the paper's MAE/SSIM/PSNR,
+  tumour SUVmax and SUVmean errors).
+* **Head-neck studies** (real): SUV bias in the body, the brain's mean SUV against the
+  real PET's (brain: soft tissue inside the skull, found on the CT alone), the largest
+  SUV outside the body.
+* **Anatomy phantoms** (held out: a seed no training case used): mean SUV per organ against
+  the phantom's aligned PET, as a fraction and as a difference.
+* **Drawn phantom** of ``regc2p demo`` (seed 2024): the paper's MAE and the organ means.
+
+    .venv/bin/python benchmarks/model_card.py [--model FILE] [--real ../shared/data/real] \\
+        [--split benchmarks/splits/sts.json] [--anatomy Testing/data/totalseg_upper_abdomen] \\
+        [--json benchmarks/results/model-card.json]
+
+It prints Markdown tables and writes the figures to ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from RegC2PLib.body import body_mask
+from RegC2PLib.data.anatomy_phantom import AnatomyMaker, AnatomyPhantomConfig
+from RegC2PLib.data.phantom import PhantomConfig, case_seed, generate_case
+from RegC2PLib.data.phantom_anatomy import Tissue
+from RegC2PLib.data.split import read_manifest, select
+from RegC2PLib.data.studies import discover_studies, load_study
+from RegC2PLib.evaluation import evaluate_study, score_study, score_volume, summarize
+from RegC2PLib.inference import TranslationOptions, translate_volume
+from RegC2PLib.model_file import bundled_model_path, file_sha256, load_model
+from RegC2PLib.volume_io import array_view, resample_onto
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baselines import HuLookup
+
+ROOT = Path(__file__).resolve().parents[1]
+# Organs of the anatomy and drawn phantoms reported per organ (Tissue numbering of organs.nii.gz).
+ORGANS = (
+    Tissue.LIVER, Tissue.SPLEEN, Tissue.KIDNEY, Tissue.BLADDER, Tissue.MYOCARDIUM, Tissue.BLOOD, Tissue.MUSCLE,
+    Tissue.FAT, Tissue.LUNG, Tissue.BRAIN_GRAY, Tissue.BONE_MARROW,
+)  # fmt: skip
+# Held-out anatomy phantoms: far from the seeds (0..) that training datasets are made with.
+HELD_OUT_SEED = 9_000
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, default=bundled_model_path(), help="model file (default: the shipped one)")
+    p.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "data" / "real", help="sts/ and headneck/")
+    p.add_argument("--split", type=Path, default=ROOT / "benchmarks" / "splits" / "sts.json", help="sts split manifest")
+    p.add_argument("--anatomy", type=Path, default=ROOT / "Testing" / "data" / "totalseg_upper_abdomen")
+    p.add_argument("--anatomy-cases", type=int, default=6, help="held-out anatomy phantoms")
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "model-card.json")
+    return p.parse_args(argv)
+
+
+def sarcoma(model, real: Path, manifest: Path) -> dict[str, dict[str, float]]:
+    """Pooled test-split figures of the model and of the lookup table fitted on the train split."""
+    studies, _ = discover_studies(real / "sts")
+    split = read_manifest(manifest)
+    lookup = HuLookup.fit(select(studies, split, "train"))
+    test = select(studies, split, "test")
+    options = TranslationOptions()
+    intensity = model.config.intensity
+    return {
+        "model": summarize([evaluate_study(s, model, options) for s in test]),
+        "lookup": summarize([score_study(s, lookup.predict, intensity) for s in test]),
+        "n_test": len(test),
+    }
+
+
+def intracranial(hu: np.ndarray) -> np.ndarray:
+    """Brain on a head CT (z, y, x) in HU: soft tissue (0–80 HU) that bone (> 300 HU) encloses
+    in its axial slice, eroded by two voxels (no skull, no partial volume)."""
+    bone = hu > 300
+    inside = np.zeros_like(bone)
+    for z in range(hu.shape[0]):
+        inside[z] = ndimage.binary_fill_holes(ndimage.binary_closing(bone[z], iterations=2)) & ~bone[z]
+    return ndimage.binary_erosion(inside & (hu > 0) & (hu < 80), iterations=2)
+
+
+def headneck(model, real: Path) -> dict[str, dict[str, float]]:
+    """Per study: SUV bias in the body, brain mean SUV (model and real), largest SUV outside the body."""
+    result = {}
+    options = TranslationOptions()
+    for study in discover_studies(real / "headneck")[0]:
+        loaded = load_study(study)
+        pred = translate_volume(loaded.ct, model, options)
+        hu = np.asarray(array_view(loaded.ct))
+        body = body_mask(hu, loaded.ct.GetSpacing()[::-1])
+        covered = loaded.coverage >= 0.5
+        scores = score_volume(study.name, array_view(pred)[covered], array_view(loaded.pet)[covered], body[covered],
+                              model.config.intensity)  # fmt: skip
+        brain = intracranial(hu) & covered[:, None, None]
+        voxel_ml = float(np.prod(loaded.ct.GetSpacing())) / 1000
+        row = {"suv_bias_body": scores.suv.bias_body, "suv_mae_body": scores.suv.mae_body,
+               "outside_body_max": float(np.asarray(array_view(pred))[~body].max(initial=0.0)),
+               "brain_ml": float(brain.sum() * voxel_ml)}  # fmt: skip
+        if row["brain_ml"] >= 100:  # a real part of a brain, not a sinus or the spinal canal
+            row["brain_model"] = float(np.asarray(array_view(pred))[brain].mean())
+            row["brain_real"] = float(np.asarray(array_view(loaded.pet))[brain].mean())
+        result[study.name] = row
+    return result
+
+
+def organ_means(pred: np.ndarray, ref: np.ndarray, organs: np.ndarray, lesions: np.ndarray) -> dict[str, list[float]]:
+    """Per organ: [mean model SUV, mean reference SUV] away from lesions (3 voxels)."""
+    clear = ~ndimage.binary_dilation(lesions > 0, iterations=3)
+    out = {}
+    for tissue in ORGANS:
+        mask = (organs == tissue) & clear
+        if mask.sum() >= 20:
+            out[tissue.name.lower()] = [float(pred[mask].mean()), float(ref[mask].mean())]
+    return out
+
+
+def anatomy_phantoms(model, anatomy: Path, cases: int) -> dict[str, list[float]]:
+    """Per organ over ``cases`` held-out anatomy phantoms: [mean model SUV, mean reference SUV]."""
+    maker = AnatomyMaker(str(anatomy), AnatomyPhantomConfig())
+    sums: dict[str, list[float]] = {}
+    for i in range(cases):
+        case = maker(i, case_seed(HELD_OUT_SEED, i))
+        pred = array_view(translate_volume(case.ct, model, TranslationOptions()))
+        ref = array_view(resample_onto(case.pet_aligned, case.ct))
+        for name, (m, r) in organ_means(pred, ref, array_view(case.organs), array_view(case.lesions)).items():
+            sums.setdefault(name, []).append((m, r))
+    return {name: [float(np.mean([m for m, _ in v])), float(np.mean([r for _, r in v])), len(v)] for name, v in sums.items()}
+
+
+def drawn_phantom(model) -> dict[str, object]:
+    """``regc2p demo``'s phantom (seed 2024): paper MAE and SUV figures, organ means."""
+    case = generate_case(PhantomConfig(), 2024)
+    pred = array_view(translate_volume(case.ct, model, TranslationOptions()))
+    ref = array_view(resample_onto(case.pet_aligned, case.ct))
+    body = body_mask(array_view(case.ct), case.ct.GetSpacing()[::-1])
+    scores = score_volume("demo", pred, ref, body, model.config.intensity, array_view(case.lesions))
+    row = summarize([scores])
+    return {"scores": row, "organs": organ_means(pred, ref, array_view(case.organs), array_view(case.lesions))}
+
+
+def _organ_table(organs: dict[str, list[float]]) -> str:
+    lines = ["| organ | model SUV | reference SUV | model / reference | difference |", "|---|---|---|---|---|"]
+    for name, (m, r, *_) in organs.items():
+        lines.append(f"| {name} | {m:.2f} | {r:.2f} | {m / r:.0%} | {m - r:+.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model = load_model(args.model)
+    record: dict[str, object] = {"model": str(args.model), "sha256": file_sha256(args.model)}
+    if (args.real / "sts").is_dir():
+        record["sarcoma_test"] = sts = sarcoma(model, args.real, args.split)
+        m, lut = sts["model"], sts["lookup"]
+        print(f"\n## Sarcoma test patients ({sts['n_test']})\n")
+        print("| method | SUV MAE body | SUV bias body | paper MAE | SSIM | tumour SUVmax err | tumour SUVmean err |")
+        print("|---|---|---|---|---|---|---|")
+        for name, r in (("RegC2P (this model)", m), ("HU→SUV lookup", lut)):
+            print(f"| {name} | {r['suv_mae_body']:.3f} | {r['suv_bias_body']:+.3f} | {r['mae']:.1f} | {r['ssim']:.3f} | "
+                  f"{r['lesion_suvmax_error']:.2f} | {r['lesion_suvmean_error']:.2f} |")  # fmt: skip
+        print(f"\nSUV MAE {1 - m['suv_mae_body'] / lut['suv_mae_body']:+.0%} below the lookup table's")
+    else:
+        print(f"no real data at {args.real}: the real-patient figures are left out")
+    if (args.real / "headneck").is_dir():
+        record["headneck"] = hn = headneck(model, args.real)
+        print("\n## Head-neck studies\n")
+        print("| study | SUV bias body | SUV MAE body | brain SUV model / real | max SUV outside body |")
+        print("|---|---|---|---|---|")
+        for name, r in hn.items():
+            brain = f"{r['brain_model']:.2f} / {r['brain_real']:.2f}" if "brain_model" in r else "no brain in the CT"
+            print(f"| {name} | {r['suv_bias_body']:+.3f} | {r['suv_mae_body']:.3f} | {brain} | {r['outside_body_max']:.2f} |")
+    record["anatomy_phantoms"] = anat = anatomy_phantoms(model, args.anatomy, args.anatomy_cases)
+    print(f"\n## Held-out anatomy phantoms ({args.anatomy_cases}, seed {HELD_OUT_SEED})\n")
+    print(_organ_table(anat))
+    record["drawn_phantom"] = drawn = drawn_phantom(model)
+    print(f"\n## Demo phantom (seed 2024): paper MAE {drawn['scores']['mae']:.1f}\n")
+    print(_organ_table(drawn["organs"]))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(record, indent=1, default=float))
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
