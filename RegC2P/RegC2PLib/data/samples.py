@@ -35,6 +35,7 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..atomic import temporary_folder, write_errors
 from ..config import ModelConfig, preset
 from ..errors import InputError
 from ..intensity import ct_to_network, pet_to_network
@@ -157,8 +158,8 @@ def prepare_study(study: Study, config: ModelConfig, cache_dir: str | os.PathLik
     if loaded.lesions is not None:
         arrays["lesions"] = _to_model(loaded.lesions, grid, None, config.intensity)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{safe}-", suffix=".partial", dir=cache_dir))
-    try:
+    # A killed run's partial entry is removed by the next one; a full disk is a one-line error.
+    with temporary_folder(cache_dir) as tmp, write_errors(f"the cache of study {study.name}", cache_dir):
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
         meta = {
@@ -175,9 +176,6 @@ def prepare_study(study: Study, config: ModelConfig, cache_dir: str | os.PathLik
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return CachedStudy(study.name, folder, int(size[2]), valid, "pet_aligned" in arrays)
 
 
@@ -420,6 +418,8 @@ class NpySliceDataset(Dataset):
         array = np.squeeze(np.asarray(array, dtype=np.float32))
         if array.ndim != 2:
             raise InputError(f"{path} holds an array of shape {array.shape}; one 2D slice per file is expected")
+        if not np.isfinite(array).all():
+            raise InputError(f"{path} holds NaN or infinite values; replace the file with a finite slice")
         low, high = float(array.min()), float(array.max())
         if low < -1.001 or high > 1.001:
             raise InputError(f"{path} has values {low:g}..{high:g}; the RegGAN/CPDM layout stores slices scaled to [-1, 1]")

@@ -35,6 +35,7 @@ from .dicom_suv import read_ct_hu, read_pet_suv
 ROLES = ("ct", "pet", "pet_aligned", "lesions")
 REQUIRED = ("ct", "pet")
 SUV_PLAUSIBLE_MAX = 500.0  # above this a "SUV" PET is almost surely Bq/ml
+SUV_PLAUSIBLE_MIN = -10.0  # reconstruction noise dips a little below 0 SUV; far below, the values are not SUV
 
 
 @dataclass(frozen=True)
@@ -220,11 +221,17 @@ def read_pet(path: Path, suv_factor: float | None, what: str = "PET") -> sitk.Im
 
 
 def check_pet_suv(image: sitk.Image, what: str, remedy: str = "") -> None:
-    """Refuse a PET that is not a 3D scalar volume or whose values are not plausible SUVs
-    (above :data:`SUV_PLAUSIBLE_MAX`, i.e. most likely Bq/ml); ``remedy`` ends the message."""
+    """Refuse a PET that is not a 3D scalar volume of finite values or whose values are not
+    plausible SUVs (above :data:`SUV_PLAUSIBLE_MAX`, i.e. most likely Bq/ml, or below
+    :data:`SUV_PLAUSIBLE_MIN`); ``remedy`` ends the message."""
     check_volume(image, what)
     stats = sitk.MinimumMaximumImageFilter()
     stats.Execute(image)
+    if stats.GetMinimum() < SUV_PLAUSIBLE_MIN:
+        raise InputError(
+            f"the {what} goes down to {stats.GetMinimum():g}, not a plausible SUV (activity is never far below 0); "
+            "check the file's rescale slope/intercept and units"
+        )
     if stats.GetMaximum() > SUV_PLAUSIBLE_MAX:
         raise InputError(
             f"the {what} reaches {stats.GetMaximum():.0f}, not a plausible SUV (is it in Bq/ml?); "
