@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(message, refresh=False)
             bar.refresh()
 
-        write_dataset(args.out, args.cases, config, args.seed, progress, workers=max(1, args.workers), overwrite=args.overwrite)
+        write_dataset(args.out, args.cases, config, args.seed, progress, workers=args.workers, overwrite=args.overwrite)
     grid = config.ct_grid()
     sz, sy, sx = grid.spacing
     print(

@@ -96,13 +96,12 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, dict[s
     from_init = args.init_from and not args.preset  # fine-tuning keeps the model's own networks
     model_cfg = read_config(args.init_from) if from_init else preset(args.preset or "small")
     changes = {}
-    if args.image_size:
+    if args.image_size is not None:  # "is not None": 0 is a value to refuse, not "the default"
         changes["image_size"] = args.image_size
-    if args.window or args.stride:
-        window = args.window or model_cfg.refiner.window
-        changes["refiner"] = dataclasses.replace(
-            model_cfg.refiner, window=window, stride=args.stride or min(model_cfg.refiner.stride, window)
-        )
+    if args.window is not None or args.stride is not None:
+        window = args.window if args.window is not None else model_cfg.refiner.window
+        stride = args.stride if args.stride is not None else min(model_cfg.refiner.stride, max(window, 1))
+        changes["refiner"] = dataclasses.replace(model_cfg.refiner, window=window, stride=stride)
     if changes:
         model_cfg = model_cfg.with_changes(**changes)
     overrides = resume_overrides(args)

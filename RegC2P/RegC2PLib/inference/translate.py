@@ -25,18 +25,22 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .. import values
 from ..choices import PRECISIONS, REFINE_MODES
-from ..config import ModelConfig
-from ..errors import InputError
+from ..config import MAX_WINDOW, ModelConfig
+from ..errors import InputError, ModelFileError
 from ..intensity import ct_to_network, network_to_pet
+from ..memory import require_memory, translation_bytes
 from ..model_file import LoadedModel
 from ..progress import CancelToken, ProgressCallback, Stage, no_progress
 from ..slice_grid import SliceGrid
+from ..volume_checks import count_non_finite
 from ..volume_io import AxialOrder, array_view, check_ct, image_like
 from .acceleration import compute_precision, resolve_precision
 from .device import resolve_device
 from .windows import WindowPlan, refine_windows
 
+MAX_BATCH = 4096  # slices per G pass
 # Share of the progress bar each step gets (translation dominates the run time).
 _TRANSLATE, _REFINE = 0.75, 0.95
 
@@ -61,6 +65,17 @@ class TranslationOptions:
     batch_size: int = 8
     precision: str = "float32"
 
+    def __post_init__(self) -> None:
+        try:
+            values.one_of("refinement", self.refine, REFINE_MODES)
+            values.one_of("precision", self.precision, PRECISIONS)
+            values.whole("batch size", self.batch_size, 1, MAX_BATCH)
+            for name in ("window", "stride"):
+                if getattr(self, name) is not None:
+                    values.whole(name, getattr(self, name), 1, MAX_WINDOW)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+
     @property
     def windows_per_batch(self) -> int:
         """Refiner windows per forward pass."""
@@ -68,15 +83,7 @@ class TranslationOptions:
 
     def window_and_stride(self, config: ModelConfig) -> tuple[int, int]:
         """Validated (s, k) for a model of ``config``; raises :class:`InputError` on a bad combination."""
-        if self.refine not in REFINE_MODES:
-            raise InputError(f"unknown refinement {self.refine!r}; choose one of {', '.join(REFINE_MODES)}")
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be at least 1 (got {self.batch_size})")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         window = self.window if self.window is not None else config.refiner.window
-        if window < 1:
-            raise InputError(f"window must be at least 1 slice (got {window})")
         if self.refine == "non-overlap":
             if self.stride is not None and self.stride != window:
                 raise InputError(f"non-overlap refinement uses stride = window ({window}); drop --stride or use --refine overlap")
@@ -109,6 +116,19 @@ def translate_volume(
     # is never copied, and the result is written straight into the CT's own voxel order.
     order = AxialOrder.of(ct)
     hu = order.view(array_view(ct))
+    m = model.config.image_size
+    require_memory(
+        translation_bytes(
+            model.config,
+            hu.shape[0],
+            hu.size,
+            options.batch_size,
+            window if options.refine != "none" else None,
+            options.windows_per_batch,
+        ),
+        f"translating this {'x'.join(map(str, ct.GetSize()))} CT on {m}x{m} model slices",
+        "lower the batch size, or use a model with smaller slices",
+    )
     grid = SliceGrid.fit(hu.shape[1:], order.spacing[1:], model.config.image_size)
     cfg = model.config.intensity
 
@@ -128,6 +148,9 @@ def translate_volume(
             suv[first : first + len(block)] = network_to_pet(grid.from_model(block), cfg).numpy()
         del stack, suv
 
+    bad, _ = count_non_finite(stored)
+    if bad:  # finite CT and weights are checked on input: this is the last line of defence
+        raise ModelFileError(f"the model produced {bad} NaN or infinite PET voxels for this CT; nothing was written")
     pet = image_like(stored, ct)  # exactly the CT's grid
     progress(1.0, "done")
     return pet
