@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ..atomic import atomic_path
-from ..data.split import SUBSETS, read_manifest, select, split_studies
+from ..atomic import check_output_file, write_json
+from ..data.split import SUBSETS, check_seed, read_manifest, select, split_studies
 from ..data.studies import discover_studies, skipped_summary
 from ..errors import InputError
 from ..evaluation import evaluate_study, format_table, summarize
@@ -17,6 +16,7 @@ from ..inference import REFINE_MODES, TranslationOptions
 from ..inference.device import DEVICE_CHOICES
 from ..model_file import load_model
 from ..progress import Stage
+from .model_options import add_sha256_option
 from .progress_display import add_progress_option, progress_display
 
 
@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, type=Path, help="dataset folder (one sub-folder per study)")
     p.add_argument("--model", required=True, type=Path, help="model file (.safetensors)")
+    add_sha256_option(p)
     p.add_argument("--refine", choices=REFINE_MODES, default="overlap")
     p.add_argument("--window", type=int, help="refiner window s (default: the model's)")
     p.add_argument("--stride", type=int, help="refiner stride k (default: the model's)")
@@ -44,9 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.json is not None and not args.json.parent.is_dir():
-        raise InputError(f"folder {args.json.parent} for --json does not exist; create it first")
-    model = load_model(args.model)
+    check_seed(args.seed)  # also when --manifest or --split all leaves it unused: a bad value is never ignored
+    if args.json is not None:
+        check_output_file(args.json)
+    model = load_model(args.model, sha256=args.sha256)
     options = TranslationOptions(args.refine, args.window, args.stride, args.device, args.batch_size)
     options.window_and_stride(model.config)
     studies, skipped = discover_studies(args.data)
@@ -74,6 +76,5 @@ def run(args: argparse.Namespace) -> int:
             "summary": summary,
             "studies": [{"study": s.study, "paper": asdict(s.paper), "suv": asdict(s.suv)} for s in scores],
         }
-        with atomic_path(args.json, ".json") as tmp:
-            tmp.write_text(json.dumps(record, indent=2))
+        write_json(args.json, record)  # undefined figures (no lesions: NaN) become null
     return 0

@@ -12,6 +12,7 @@ from ..inference.acceleration import PRECISIONS
 from ..inference.device import DEVICE_CHOICES
 from ..model_file import load_model, require_bundled_model
 from ..volume_io import check_ct, check_output_path, read_image, write_image
+from .model_options import add_sha256_option
 from .progress_display import add_progress_option, progress_display
 
 
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ct", required=True, type=Path, help="CT volume file or DICOM series folder, in HU")
     p.add_argument("--model", type=Path, help="RegC2P model file (.safetensors; default: the bundled default model)")
+    add_sha256_option(p)
     p.add_argument("--out", required=True, type=Path, help="output PET file (.nii.gz, .nrrd, .mha, ...), written atomically")
     p.add_argument("--refine", choices=REFINE_MODES, default="overlap", help="3D refinement (default: overlap)")
     p.add_argument("--window", type=int, help="slices per refiner window s (default: the model's)")
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     options = TranslationOptions(args.refine, args.window, args.stride, args.device, args.batch_size, args.precision)
     ct = read_image(args.ct)
     check_ct(ct)
-    model = load_model(args.model or require_bundled_model())
+    model = load_model(args.model or require_bundled_model(), sha256=args.sha256)
     options.window_and_stride(model.config)  # refuse bad refinement options before any work
     with progress_display(args.progress, "translate") as progress:
         pet = translate_volume(ct, model, options, progress)
