@@ -15,7 +15,6 @@ Run folder layout::
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -27,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_json
 from ..config import ModelConfig
 from ..errors import InputError
 from ..inference.device import resolve_device
+from ..memory import require_memory, training_bytes
 from ..model_file import LoadedModel, load_model, save_model
 from ..networks import Generator, Refiner, RegistrationNet
 from ..progress import ProgressCallback, Stage, no_progress
@@ -38,6 +38,7 @@ from .config import TrainConfig
 from .curves import plot_curves
 from .data_access import prepare_data
 from .loop import MetricsLog, StageSettings, StopRequest, load_stage_weights, run_stage
+from .run_folder import RUN_FILE, discard_new_run, validate_run_folder
 from .tasks import GanTask, RefinerTask
 from .validation import make_validator
 
@@ -74,13 +75,21 @@ def train(
     ``notify`` receives human-readable reports (the data summary with every skipped study).
     """
     out = options.out
+    created = not out.exists()
     model_cfg, train_cfg, data_root = open_run(options)
     (out / "STOP").unlink(missing_ok=True)
     stop = stop or StopRequest(out / "STOP")
     _seed_everything(train_cfg)
-    device = resolve_device(train_cfg.device)
     stages = ("stage1", "stage2") if train_cfg.stage == "all" else ("stage1",) if train_cfg.stage == "1" else ("stage2",)
-    data = prepare_data(data_root, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
+    try:
+        device = resolve_device(train_cfg.device)
+        data = prepare_data(data_root, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
+        if "stage2" in stages and data.windows is None:
+            raise InputError("stage 2 needs whole volumes; a RegGAN/CPDM slice folder only supports --stage 1")
+    except BaseException:
+        if not options.resume:  # a new run refused by its data leaves nothing, so the retry is a new run again
+            discard_new_run(out, created)
+        raise
     notify(data.summary)
     log = MetricsLog(out / "metrics.jsonl")
     checkpoints = out / "checkpoints"
@@ -99,8 +108,6 @@ def train(
             run_stage(task, data.slices, settings, checkpoints, log, validator, stop, Stage(progress, *share["stage1"]))
         generator, registration = _stage1_networks(model_cfg, checkpoints, train_cfg.keep)
         if "stage2" in stages:
-            if data.windows is None:
-                raise InputError("stage 2 needs whole volumes; a RegGAN/CPDM slice folder only supports --stage 1")
             torch.manual_seed(train_cfg.seed + 1)
             task = RefinerTask(model_cfg, train_cfg, device, generator, registration)
             if init is not None and init.refiner is not None:
@@ -124,23 +131,23 @@ def train(
 def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
     """Create a new run folder (``run.json``) or read a resumed one's configs and data folder.
 
-    Refuses a non-empty folder for a new run, a missing ``run.json`` on resume,
-    ``--stage 2`` on a new run and an ``init_from`` model of another network config, each
-    with a one-line :class:`InputError`. The ``init_from`` model is copied into the run
-    folder, so a resume does not depend on the original file.
+    Refuses a non-empty folder for a new run, ``--stage 2`` on a new run, an ``init_from``
+    model of another network config and a run that cannot fit in memory, each with a
+    one-line error, before the folder is touched; a new run whose files cannot be written
+    leaves no folder. On resume the whole run folder is validated first
+    (:func:`.run_folder.validate_run_folder`), and the resume is recorded in ``run.json``
+    only then. The ``init_from`` model is copied into the run folder, so a resume does
+    not depend on the original file.
     """
-    out, run_file = options.out, options.out / "run.json"
+    out, run_file = options.out, options.out / RUN_FILE
     if options.resume:
-        if not run_file.is_file():
-            raise InputError(f"{out} is not a RegC2P run folder (no run.json); start a new run without --resume")
-        saved = json.loads(run_file.read_text())
-        model_cfg = ModelConfig.from_dict(saved["model"])
-        train_cfg = TrainConfig.from_dict({**saved["train"], **options.resume_overrides})
-        # Keep the provenance: run.json lists every resume and what it changed.
+        run = validate_run_folder(out, options.resume_overrides)
+        _require_memory(run.model, run.train)
+        # Keep the provenance: run.json lists every resume and what it changed (once the folder has validated).
+        saved = run.raw
         saved.setdefault("resumes", []).append({"command": options.command, "overrides": options.resume_overrides})
-        with atomic_path(run_file, ".json") as tmp:
-            tmp.write_text(json.dumps(saved, indent=2))
-        return model_cfg, train_cfg, Path(saved["data"])
+        write_json(run_file, saved)
+        return run.model, run.train, run.data
     if options.data is None:
         raise InputError("--data is required for a new run; give a dataset folder")
     if not options.data.is_dir():
@@ -150,20 +157,35 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
     if options.train.stage == "2":
         raise InputError("--stage 2 needs a run whose stage 1 is trained: use --resume --stage 2 on that run folder")
     init = _check_init(options.train.init_from, options.model)
-    out.mkdir(parents=True, exist_ok=True)
+    _require_memory(options.model, options.train)
+    created = not out.exists()
     record = {
         "model": options.model.to_dict(),
         "train": options.train.to_dict(),
         "data": str(options.data.resolve()),
         "command": options.command,
     }
-    if init is not None:
-        with atomic_path(out / INIT_FILE, ".safetensors") as tmp:
-            shutil.copyfile(init.path, tmp)  # type: ignore[arg-type]
-        record["init"] = {"from": str(Path(init.path).resolve()), "sha256": init.sha256}  # type: ignore[arg-type]
-    with atomic_path(run_file, ".json") as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if init is not None:
+            with atomic_path(out / INIT_FILE) as tmp:
+                shutil.copyfile(init.path, tmp)  # type: ignore[arg-type]
+            record["init"] = {"from": str(Path(init.path).resolve()), "sha256": init.sha256}  # type: ignore[arg-type]
+        write_json(run_file, record)
+    except BaseException:  # e.g. a full disk: a half-made folder would block the retry
+        discard_new_run(out, created)
+        raise
     return options.model, options.train, options.data.resolve()
+
+
+def _require_memory(model: ModelConfig, train: TrainConfig) -> None:
+    """Refuse, before the run folder is touched, a run whose training step cannot fit in memory."""
+    m = model.image_size
+    require_memory(
+        training_bytes(model, train),
+        f"training on {m}x{m} slices in batches of {train.batch_size}",
+        "lower --batch-size or --image-size",
+    )
 
 
 def _check_init(path: str, model: ModelConfig) -> LoadedModel | None:

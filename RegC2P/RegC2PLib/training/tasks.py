@@ -15,6 +15,7 @@ the loop owns epochs, schedules, checkpoints, logging and validation.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -22,11 +23,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import RegC2PError
 from ..networks import Discriminator, Generator, Refiner, RegistrationNet, invert_field, smoothness_loss, warp
 from .config import TrainConfig
 from .losses import lsgan
 
 Batch = dict[str, torch.Tensor]
+
+
+def require_finite(stage: str, **terms: torch.Tensor) -> None:
+    """Stop a step whose loss is NaN or infinite before its backward pass (which would spread
+    NaN into every weight, and through ``grid_sample`` can crash the process)."""
+    values = {name: float(term.detach()) for name, term in terms.items()}
+    if not all(math.isfinite(v) for v in values.values()):
+        shown = ", ".join(f"{name} {value:g}" for name, value in values.items())
+        raise RegC2PError(
+            f"{stage}: the loss is not finite ({shown}): NaN in the data or the weights, a NaN loss weight or too high a "
+            "learning rate; this step was not applied and the last checkpoint is intact"
+        )
 
 
 class Task:
@@ -37,8 +51,8 @@ class Task:
     modules: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
 
-    def __init__(self, train: TrainConfig, device: torch.device) -> None:
-        self.train_cfg, self.device = train, device
+    def __init__(self, model: ModelConfig, train: TrainConfig, device: torch.device) -> None:
+        self.model_cfg, self.train_cfg, self.device = model, train, device
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bfloat16 autocast on CUDA when ``amp`` is on; full float32 elsewhere."""
@@ -57,7 +71,7 @@ class GanTask(Task):
     name = "stage1"
 
     def __init__(self, model: ModelConfig, train: TrainConfig, device: torch.device) -> None:
-        super().__init__(train, device)
+        super().__init__(model, train, device)
         self.generator = Generator(model.generator).to(device)
         self.registration = RegistrationNet(model.registration).to(device) if train.mode == "regc2p" else None
         self.discriminator = Discriminator(model.discriminator).to(device)
@@ -86,6 +100,7 @@ class GanTask(Task):
                 smooth = torch.zeros((), device=self.device)
             adv = lsgan(self.discriminator(fake), real=True, per_image=per_image)
             loss = cfg.lambda_corr * corr + cfg.lambda_smooth * smooth + cfg.lambda_adv * adv
+        require_finite(self.name, loss_g=loss, l_corr=corr, l_smooth=smooth, l_adv=adv)
         self.optimizers["generator"].zero_grad(set_to_none=True)
         loss.backward()
         self.optimizers["generator"].step()
@@ -94,6 +109,7 @@ class GanTask(Task):
             d_loss = lsgan(self.discriminator(fake.detach()), real=False, per_image=per_image) + lsgan(
                 self.discriminator(pet), real=True, per_image=per_image
             )
+        require_finite(self.name, loss_d=d_loss)
         self.optimizers["discriminator"].zero_grad(set_to_none=True)
         d_loss.backward()
         self.optimizers["discriminator"].step()
@@ -117,7 +133,7 @@ class RefinerTask(Task):
         generator: Generator,
         registration: RegistrationNet | None,
     ) -> None:
-        super().__init__(train, device)
+        super().__init__(model, train, device)
         if train.refiner_target == "registered" and registration is None:
             raise ValueError("refiner_target 'registered' needs the registration network from stage 1")
         self.generator = generator.to(device).eval().requires_grad_(False)
@@ -144,6 +160,7 @@ class RefinerTask(Task):
         stacked, target = self.inputs_and_targets(batch["ct"].to(self.device), batch["pet"].to(self.device))
         with self.autocast():
             loss = F.l1_loss(self.refiner(stacked), target)
+        require_finite(self.name, loss_f=loss)
         self.optimizers["refiner"].zero_grad(set_to_none=True)
         loss.backward()
         self.optimizers["refiner"].step()
