@@ -27,9 +27,9 @@ from slicer.util import VTKObservationMixin
 
 from RegC2PLib.choices import DEVICE_CHOICES, REFINE_MODES
 from RegC2PLib.errors import one_line
+from RegC2PSlicer.jobs import job_poller, progress_reporter
 from RegC2PSlicer.output import DEFAULT_OPACITY, DEFAULT_PET_COLOR, DEFAULT_SUV_WINDOW, PET_COLORS
-
-POLL_INTERVAL_MS = 200
+from RegC2PSlicer.sample_data import PhantomFileReader
 
 #
 # RegC2P
@@ -50,7 +50,8 @@ class RegC2P(ScriptedLoadableModule):
             "shows it fused over the CT. Each axial slice is translated by a GAN generator; a 3D U-Net then refines "
             "windows of s consecutive slices every k slices (overlap) so the volume is consistent between slices.<br>"
             "Pick a CT, press <b>Apply</b>; the work runs in a separate process so Slicer stays responsive, and "
-            "<b>Cancel</b> leaves the scene as it was. A synthetic PET is a research tool, not a diagnosis.<br>"
+            "you can keep working meanwhile: nothing is written into the scene until the PET is ready, and <b>Cancel</b> "
+            "stops the work without touching the scene. A synthetic PET is a research tool, not a diagnosis.<br>"
             "Console: <code>RegC2P.RegC2PLogic().process(ctNode, None, model=path, refine='overlap')</code>."
         )
         self.parent.acknowledgementText = _(
@@ -66,6 +67,10 @@ def registerSampleData():
     from RegC2PSlicer.sample_data import register_sample_data
 
     register_sample_data()
+
+
+class RegC2PFileReader(PhantomFileReader):
+    """Slicer finds this reader by its name: it loads the phantom recipe Sample Data fetches (see sample_data)."""
 
 
 #
@@ -111,6 +116,8 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._devices = None  # {name: DeviceChoice} once found
+        self._deviceProbe = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -125,20 +132,16 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
         self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onOpacityChanged)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.updateModelInfo)
-
-        self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self.onPollJob)
 
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-            self._job = None
-        self._timer.stop()
+        for job in (self._job, self._deviceProbe):
+            if job is not None:
+                job_poller().cancel(job)
         self.removeObservers()
 
     def enter(self) -> None:
@@ -152,24 +155,21 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onDisplayParameterChanged)
 
     def onSceneStartClose(self, caller, event) -> None:
-        if self._job is not None:
-            self.cancelJob()
-        self.setParameterNode(None)
+        self.setParameterNode(None)  # a running translation is cancelled by the job poller
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
+        """An empty model path means the default model: no absolute path of this installation goes into the scene."""
+        from RegC2PSlicer.volumes import first_ct_node
+
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode:
-                self._parameterNode.inputVolume = firstVolumeNode
-        if str(self._parameterNode.modelFile) in ("", "."):
-            defaultModel = self.logic.defaultModelPath()
-            if defaultModel is not None:
-                self._parameterNode.modelFile = defaultModel
+            ctNode = first_ct_node(slicer.mrmlScene)  # not a label map, not a PET
+            if ctNode:
+                self._parameterNode.inputVolume = ctNode
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -198,11 +198,18 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.enabled = False
 
     def updateDeviceList(self) -> None:
-        """Grey out devices this computer lacks, with the reason as tooltip and below the box."""
-        choices = self.logic.deviceChoices()
-        if choices is None:
-            self.ui.deviceInfoLabel.text = _("PyTorch is not installed yet; it is installed at the first Apply.")
+        """Grey out devices this computer lacks, with the reason as tooltip and below the box.
+
+        The devices are found once, by a worker process (torch is never imported into Slicer's process).
+        """
+        if self._devices is None:
+            if self.logic.torchMissing():
+                self.ui.deviceInfoLabel.text = _("PyTorch is not installed yet; it is installed at the first Apply.")
+            elif self._deviceProbe is None:
+                self._deviceProbe = job_poller().watch(self.logic.probeDevices(), on_finished=self.onDevicesFound)
+                self.ui.deviceInfoLabel.text = _("Checking the compute devices…")
             return
+        choices = self._devices
         model = self.ui.deviceComboBox.model()
         missing = []
         for index, name in enumerate(DEVICE_CHOICES):
@@ -214,6 +221,14 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not usable:
                 missing.append(f"{name}: {reason}")
         self.ui.deviceInfoLabel.text = "\n".join(missing)
+
+    def onDevicesFound(self, state) -> None:
+        probe, self._deviceProbe = self._deviceProbe, None
+        if state.state != "succeeded":
+            self.ui.deviceInfoLabel.text = _("Could not check the compute devices: {reason}").format(reason=state.error)
+            return
+        self._devices = {choice.name: choice for choice in probe.choices}
+        self.updateDeviceList()
 
     def updateModelInfo(self, path=None) -> None:
         text = self.ui.modelPathLineEdit.currentPath
@@ -251,6 +266,7 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not path:
             return
         try:
+            self._ensureDependencies()
             with slicer.util.WaitCursor():
                 imported = self.logic.importModel(path)
         except Exception as exc:
@@ -268,13 +284,29 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         self.updateModelInfo()
 
+    def onExportDicom(self) -> None:
+        """Write the output PET as a DICOM series in the CT's study, into a folder the user picks."""
+        node = self._parameterNode
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Export the synthetic PET as DICOM into"))
+        if not folder:
+            return
+        try:
+            from RegC2PSlicer.dicom_export import export_pet_dicom
+
+            with slicer.util.WaitCursor():
+                written = export_pet_dicom(node.outputVolume, node.inputVolume, folder)
+        except Exception as exc:
+            self._showError(_("DICOM export failed"), exc)
+            return
+        self.ui.statusLabel.text = _("Wrote the DICOM series {folder}").format(folder=written)
+
     def onApplyButton(self) -> None:
         if self._job is not None:
             self.cancelJob()
             return
         node = self._parameterNode
         try:
-            self.logic.ensureDependencies()
+            self._ensureDependencies()
             self.updateDeviceList()
             settings = self.logic.settingsFromParameterNode(node)
             self._job = self.logic.startBackground(node.inputVolume, node.outputVolume, settings)
@@ -285,33 +317,39 @@ class RegC2PWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.text = _("Cancel")
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = _("Starting…")
-        self._timer.start()
+        job_poller().watch(self._job, self.onJobProgress, self.onJobFinished, scene_bound=True)
 
     def cancelJob(self) -> None:
-        self._timer.stop()
-        job, self._job = self._job, None
-        job.cancel()
-        self._jobEnded(_("Cancelled; the scene is unchanged."))
+        job_poller().cancel(self._job)  # onJobFinished reports it
 
-    def onPollJob(self) -> None:
-        if self._job is None:
-            self._timer.stop()
-            return
-        state = self._job.poll()
+    def onJobProgress(self, state) -> None:
         self.ui.progressBar.value = round(state.fraction * 1000)
         left = f" ({_('about {s} s left').format(s=int(state.seconds_left))})" if state.seconds_left else ""
         self.ui.statusLabel.text = state.message + left
-        if not state.finished:
-            return
-        self._timer.stop()
+
+    def onJobFinished(self, state) -> None:
         job, self._job = self._job, None
         if state.state == "succeeded":
-            self._parameterNode.outputVolume = job.result_node
+            if self._parameterNode:
+                self._parameterNode.outputVolume = job.result_node
             self._jobEnded(_("Done: {name}").format(name=job.result_node.GetName()))
+        elif state.state == "cancelled":
+            self._jobEnded(_("Cancelled; nothing was written into the scene."))
         else:
             logging.error("RegC2P failed: %s\n%s", state.error, state.details)
             self._jobEnded(_("Failed: {reason}").format(reason=state.error))
             slicer.util.errorDisplay(state.error, windowTitle=_("RegC2P failed"), detailedText=state.details or state.error)
+
+    def _ensureDependencies(self) -> None:
+        """Install what is missing with Apply and Import disabled: installing pumps events, so they could be clicked."""
+        buttons = (self.ui.applyButton, self.ui.importModelButton)
+        for button in buttons:
+            button.enabled = False
+        try:
+            self.logic.ensureDependencies()
+        finally:
+            self.ui.importModelButton.enabled = True
+            self._checkCanApply()
 
     def _jobEnded(self, message: str) -> None:
         self.ui.applyButton.text = _("Apply")
@@ -346,28 +384,27 @@ class RegC2PLogic(ScriptedLoadableModuleLogic):
     ``RegC2PLib.errors.RegC2PError`` subclasses with a one-line message.
     """
 
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self._timers = []
-
     def getParameterNode(self):
         return RegC2PParameterNode(super().getParameterNode())
 
     def ensureDependencies(self) -> None:
-        """Install torch (PyTorch extension) and the pip requirements at first use, asking first."""
-        from RegC2PSlicer.dependencies import ensure_dependencies
+        """Install torch (PyTorch extension) and the pip requirements at first use, asking first (never under --testing)."""
+        from RegC2PSlicer.dependencies import ensure_in_slicer
 
-        ensure_dependencies(lambda question: slicer.util.confirmOkCancelDisplay(question, windowTitle=_("RegC2P")))
+        ensure_in_slicer(_("RegC2P"))
 
-    def deviceChoices(self):
-        """{name: DeviceChoice} when torch is importable, else None."""
+    def torchMissing(self) -> bool:
         from RegC2PSlicer.dependencies import torch_missing
 
-        if torch_missing():
-            return None
-        from RegC2PSlicer.models import device_choices
+        return torch_missing()
 
-        return {choice.name: choice for choice in device_choices()}
+    def probeDevices(self):
+        """Start finding the usable compute devices in a worker process; returns the job (``job.choices`` once done)."""
+        from RegC2PSlicer.models import DeviceProbe
+
+        probe = DeviceProbe()
+        probe.start()
+        return probe
 
     def defaultModelPath(self):
         """The bundled default model, else the user's first model, else None."""
@@ -393,18 +430,22 @@ class RegC2PLogic(ScriptedLoadableModuleLogic):
         return import_model(path)
 
     def settingsFromParameterNode(self, node):
-        from RegC2PSlicer.processing import RunSettings
-
         model = str(node.modelFile) if str(node.modelFile) not in ("", ".") else None
+        return self._settings(
+            model, node.refine, node.window, node.stride, node.device, node.opacity, node.petColor, (node.suvMin, node.suvMax)
+        )
+
+    @staticmethod
+    def _settings(model, refine, window, stride, device, opacity, petColor, suvWindow, showResult=True):
+        """RunSettings from the panel's or the console's values (window/stride 0 or None: the model's)."""
+        from RegC2PLib.inference import TranslationOptions
+        from RegC2PSlicer.processing import PetDisplay, RunSettings
+
         return RunSettings(
             model=model,
-            refine=node.refine,
-            window=node.window or None,
-            stride=node.stride or None,
-            device=node.device,
-            opacity=node.opacity,
-            color=node.petColor,
-            suv_window=(node.suvMin, node.suvMax),
+            translation=TranslationOptions(refine=refine, window=window or None, stride=stride or None, device=device),
+            display=PetDisplay(color=petColor, suv_window=tuple(suvWindow), opacity=opacity),
+            show=showResult,
         )
 
     def startBackground(self, inputVolume, outputVolume, settings):
@@ -435,32 +476,16 @@ class RegC2PLogic(ScriptedLoadableModuleLogic):
         """Translate ``inputVolume`` (CT, HU) into ``outputVolume`` (PET, SUV; None creates one).
 
         Blocking: returns the output node. ``waitForCompletion=False``: returns the running
-        job (``job.cancel()`` stops it and restores the scene).
+        job (``job.cancel()`` stops it; the scene is only written once the PET is ready).
         """
         self.ensureDependencies()
-        from RegC2PSlicer.processing import RunSettings, process
+        from RegC2PSlicer.processing import process
 
-        settings = RunSettings(model, refine, window, stride, device, 8, opacity, petColor, tuple(suvWindow), showResult)
+        settings = self._settings(model, refine, window, stride, device, opacity, petColor, suvWindow, showResult)
         if waitForCompletion:
             return process(inputVolume, outputVolume, settings, progress=progress)
         job = self.startBackground(inputVolume, outputVolume, settings)
-        timer = qt.QTimer()
-        timer.setInterval(POLL_INTERVAL_MS)
-
-        def poll():
-            state = job.poll()
-            if progress is not None:
-                progress(state.fraction, state.message)
-            if state.finished:
-                timer.stop()
-                self._timers.remove(timer)
-                if onFinished is not None:
-                    onFinished(state)
-
-        timer.connect("timeout()", poll)
-        self._timers.append(timer)
-        timer.start()
-        return job
+        return job_poller().watch(job, progress_reporter(progress), onFinished, scene_bound=True)
 
 
 #
@@ -469,12 +494,23 @@ class RegC2PLogic(ScriptedLoadableModuleLogic):
 
 
 class RegC2PTest(ScriptedLoadableModuleTest):
-    """Self-test in a running Slicer: phantom CT -> PET (blocking and background), cancel."""
+    """Self-test in a running Slicer: phantom CT -> PET (blocking and background), cancel.
+
+    Fit for the extensions factory: it installs nothing (under --testing nothing is
+    installed) and is skipped, with the reason, when PyTorch or a requirement is missing;
+    every wait has a deadline.
+    """
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        from RegC2PSlicer.dependencies import missing_for_self_test
+
+        reason = missing_for_self_test()
+        if reason is not None:
+            self.delayDisplay(f"RegC2P self-test skipped: {reason}")
+            self.skipTest(reason)
         self.setUp()
         self.test_RegC2P_blocking()
         self.setUp()
@@ -487,13 +523,11 @@ class RegC2PTest(ScriptedLoadableModuleTest):
         from RegC2PLib.model_file import new_model, save_model
         from RegC2PSlicer.sample_data import load_phantom
 
-        logic = RegC2PLogic()
-        logic.ensureDependencies()
         self.tempDir = tempfile.mkdtemp(prefix="RegC2PTest-")
-        modelPath = pathlib.Path(self.tempDir) / "untrained-small.safetensors"
-        save_model(modelPath, new_model(preset("small")))
+        modelPath = pathlib.Path(self.tempDir) / "untrained-small-64px.safetensors"
+        save_model(modelPath, new_model(preset("small").with_changes(image_size=64)))  # mechanics, not quality
         ctNode = load_phantom(slicer.mrmlScene, size="tiny")[0]
-        return logic, ctNode, modelPath
+        return RegC2PLogic(), ctNode, modelPath
 
     def test_RegC2P_blocking(self):
         self.delayDisplay("Blocking translation of the phantom CT")
@@ -511,30 +545,28 @@ class RegC2PTest(ScriptedLoadableModuleTest):
         self.assertEqual(slicer.util.arrayFromVolume(petNode).shape, ctBefore.shape)
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(ctNode), ctBefore)
         self.assertEqual(petNode.GetDisplayNode().GetColorNodeID(), "vtkMRMLPETProceduralColorNodePET-Heat")
-        composite = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
-        self.assertEqual(composite.GetForegroundVolumeID(), petNode.GetID())
-        self.assertEqual(composite.GetBackgroundVolumeID(), ctNode.GetID())
+        composites = slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode")
+        self.assertTrue(composites)
+        for composite in composites:
+            self.assertEqual(composite.GetForegroundVolumeID(), petNode.GetID())
+            self.assertEqual(composite.GetBackgroundVolumeID(), ctNode.GetID())
         self.delayDisplay("Blocking translation passed")
 
     def test_RegC2P_background_and_cancel(self):
         self.delayDisplay("Background translation, then cancel")
-        logic, ctNode, modelPath = self._inputs()
-        from RegC2PSlicer.processing import RunSettings
+        from RegC2PSlicer.jobs import process_events_until
 
+        logic, ctNode, modelPath = self._inputs()
         nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
-        job = logic.startBackground(ctNode, None, RunSettings(model=modelPath))
+        cancelled = []
+        job = logic.process(ctNode, None, model=modelPath, waitForCompletion=False, onFinished=cancelled.append)
         job.cancel()
-        self.assertEqual(job.poll().state, "cancelled")
+        self.assertTrue(process_events_until(lambda: cancelled, 10), "the job poller did not report the cancel")
+        self.assertEqual(cancelled[0].state, "cancelled")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
 
         finished = []
         logic.process(ctNode, None, model=modelPath, waitForCompletion=False, onFinished=finished.append)
-        import time
-
-        deadline = time.monotonic() + 300
-        while not finished and time.monotonic() < deadline:
-            slicer.app.processEvents()
-            time.sleep(0.05)
-        self.assertTrue(finished, "background translation did not finish within 5 minutes")
+        self.assertTrue(process_events_until(lambda: finished, 300), "background translation did not finish within 5 minutes")
         self.assertEqual(finished[0].state, "succeeded", finished[0].error)
         self.delayDisplay("Background translation passed")

@@ -20,7 +20,6 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
-POLL_INTERVAL_MS = 500
 CONSOLE_EXAMPLE = """import RegC2PTraining
 logic = RegC2PTraining.RegC2PTrainingLogic()
 pairs = [(slicer.util.getNode("CT 1"), slicer.util.getNode("PET 1")), ...]
@@ -90,14 +89,13 @@ class RegC2PTrainingLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._timers = []
-        self.jobs = []
+        self.jobs = []  # background runs started by this logic and still running
 
     def ensureDependencies(self) -> None:
-        """Install torch (PyTorch extension) and the pip requirements at first use, asking first."""
-        from RegC2PSlicer.dependencies import ensure_dependencies
+        """Install torch (PyTorch extension) and the pip requirements at first use, asking first (never under --testing)."""
+        from RegC2PSlicer.dependencies import ensure_in_slicer
 
-        ensure_dependencies(lambda question: slicer.util.confirmOkCancelDisplay(question, windowTitle=_("RegC2P Training")))
+        ensure_in_slicer(_("RegC2P Training"))
 
     def settings(self, preset="small", imageSize=None, initFrom=None, **trainOptions):
         """TrainingSettings from a network preset, a slice size (pixels) and TrainConfig fields (epochs, max_steps, ...).
@@ -153,37 +151,38 @@ class RegC2PTrainingLogic(ScriptedLoadableModuleLogic):
     def _go(self, job, waitForCompletion, progress, onFinished):
         if waitForCompletion:
             return job.run(progress)
+        from RegC2PSlicer.jobs import job_poller, progress_reporter
+
+        def finished(state):
+            self.jobs.remove(job)
+            if state.state == "failed":
+                logging.error(f"RegC2P training of {job.out} failed: {state.error}\n{state.details}")
+            if onFinished is not None:
+                onFinished(state)
+
         job.start()
         self.jobs.append(job)
-        timer = qt.QTimer()
-        timer.setInterval(POLL_INTERVAL_MS)
-
-        def poll():
-            state = job.poll()
-            if progress is not None:
-                progress(state.fraction, state.message)
-            if state.finished:
-                timer.stop()
-                self._timers.remove(timer)
-                self.jobs.remove(job)
-                if state.state == "failed":
-                    logging.error(f"RegC2P training of {job.out} failed: {state.error}\n{state.details}")
-                if onFinished is not None:
-                    onFinished(state)
-
-        timer.connect("timeout()", poll)
-        self._timers.append(timer)
-        timer.start()
-        return job
+        # Not scene-bound: the run trains from files, so closing the scene does not stop it (quitting Slicer does).
+        return job_poller().watch(job, progress_reporter(progress), finished)
 
 
 class RegC2PTrainingTest(ScriptedLoadableModuleTest):
-    """Trains a tiny model from three phantom CT/PET pairs in the scene, blocking and in the background."""
+    """Trains a tiny model from three phantom CT/PET pairs in the scene, blocking and in the background.
+
+    Installs nothing (skipped, with the reason, when PyTorch or a requirement is missing);
+    every wait has a deadline.
+    """
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        from RegC2PSlicer.dependencies import missing_for_self_test
+
+        reason = missing_for_self_test()
+        if reason is not None:
+            self.delayDisplay(f"RegC2P Training self-test skipped: {reason}")
+            self.skipTest(reason)
         self.setUp()
         self.test_train_from_scene_nodes()
         self.setUp()
@@ -222,8 +221,9 @@ class RegC2PTrainingTest(ScriptedLoadableModuleTest):
 
     def test_background_stop_and_continue(self):
         import tempfile
-        import time
         from pathlib import Path
+
+        from RegC2PSlicer.jobs import process_events_until
 
         logic = RegC2PTrainingLogic()
         run = Path(tempfile.mkdtemp(prefix="RegC2PTrainingTest-")) / "run"
@@ -231,14 +231,10 @@ class RegC2PTrainingTest(ScriptedLoadableModuleTest):
         finished = []
         job = logic.trainFromNodes(self._pairs(), run, settings, waitForCompletion=False, onFinished=finished.append)
         job.request_stop()
-        while not finished:
-            slicer.app.processEvents()
-            time.sleep(0.05)
+        self.assertTrue(process_events_until(lambda: finished, 300), "the stopped run did not end within 5 minutes")
         self.assertEqual(finished[-1].state, "stopped")
         self.assertTrue((run / "checkpoints" / "stage1_last.pt").is_file())
         logic.resumeRun(job, waitForCompletion=False, onFinished=finished.append)
-        while len(finished) < 2:
-            slicer.app.processEvents()
-            time.sleep(0.05)
+        self.assertTrue(process_events_until(lambda: len(finished) == 2, 600), "the run did not finish within 10 minutes")
         self.assertEqual(finished[-1].state, "succeeded", finished[-1].error)
         self.delayDisplay("Stopped and continued a background run")

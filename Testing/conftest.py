@@ -7,7 +7,9 @@ Helpers are offered as fixtures that return the helper function (``make_ct``,
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -192,7 +194,7 @@ def tiny_config() -> ModelConfig:
 
 @pytest.fixture(scope="session")
 def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained ``TINY`` model file (read-only for tests): the quickest model to load and run."""
+    """An untrained ``TINY`` model file: ``regc2p train --init-from`` it to train tiny networks from the command line."""
     path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
     save_model(path, new_model(TINY, seed=0))
     return path
@@ -268,3 +270,52 @@ def headless():
     slicer.mrmlScene = scene.scene
     yield scene.scene
     scene.close()
+
+
+# --------------------------------------------------------------------------- Slicer's Python
+
+
+def _required_distributions(names: Sequence[str]) -> set[str]:
+    """The installed distributions ``names`` and everything they require (extras left out), by name."""
+    found: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here (e.g. requests): nothing to offer the worker
+        key = dist.metadata["Name"].lower().replace("_", "-")
+        if key in found:
+            continue
+        found.add(key)
+        todo += [re.split(r"[<>=!~;\[ (]", r, maxsplit=1)[0] for r in dist.requires or () if "extra ==" not in r]
+    return found
+
+
+@pytest.fixture(scope="session")
+def slicer_like_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder that, put on a child process's PYTHONPATH, leaves it only the packages a stock Slicer offers.
+
+    Those are Slicer's bundled packages, torch (the PyTorch extension), the module's
+    ``requirements.txt`` and what they require; every other installed package (matplotlib,
+    scikit-image, slicer-core, pytest, ...) becomes unimportable. The folder holds links to
+    the allowed packages and a ``sitecustomize`` that drops this interpreter's
+    site-packages from ``sys.path`` (inherited by grandchildren through PYTHONPATH).
+    """
+    from RegC2PSlicer.dependencies import SLICER_BUNDLED, requirements
+
+    site_dir = tmp_path_factory.mktemp("slicer-site")
+    allowed = _required_distributions([*SLICER_BUNDLED, "torch", *(re.split(r"[<>=!~;\[ ]", r)[0] for r in requirements())])
+    for name in allowed:
+        dist = importlib.metadata.distribution(name)
+        for top in {f.parts[0] for f in dist.files or () if f.parts[0] not in ("..", "__pycache__")}:
+            link = site_dir / top
+            if not link.exists():
+                link.symlink_to(Path(dist.locate_file(top)))
+    (site_dir / "sitecustomize.py").write_text(
+        "import site, sys\n"
+        "_dropped = {*site.getsitepackages(), site.getusersitepackages()}\n"
+        "sys.path[:] = [p for p in sys.path if p not in _dropped]\n"
+    )
+    return site_dir

@@ -13,11 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from dicom_files import STUDY_UID, write_export
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from RegC2PLib.cli import main
 from RegC2PLib.config import preset
+from RegC2PLib.data.dicom_series import find_series, read_series_image
+from RegC2PLib.data.dicom_suv import read_pet_suv
+from RegC2PLib.dicom_output import SUV_STEP
 from RegC2PLib.volume_io import read_image
 
 SUBPROCESS_TIMEOUT = 180
@@ -79,7 +83,7 @@ def test_folder_without_dicom(capsys, tmp_path: Path, small_model_file: Path) ->
     folder.mkdir()
     (folder / "notes.txt").write_text("no images here")
     out = tmp_path / "pet.nrrd"
-    _assert_user_error(capsys, _translate(folder, small_model_file, out), out, "no DICOM series")
+    _assert_user_error(capsys, _translate(folder, small_model_file, out), out, "no DICOM image series")
 
 
 def test_2d_input(capsys, tmp_path: Path, small_model_file: Path) -> None:
@@ -317,7 +321,53 @@ def test_two_dicom_series_in_one_folder(capsys, tmp_path: Path, small_model_file
         w.SetFileName(str(folder / f"b_{f.name}"))
         w.Execute(piece)
     out = tmp_path / "pet.nrrd"
-    _assert_user_error(capsys, _translate(folder, small_model_file, out), out, "2 DICOM series")
+    _assert_user_error(capsys, _translate(folder, small_model_file, out), out, "2 CT image series", "--series UID")
+    assert main(_translate(folder, small_model_file, out, "--series", "1.2.826.0.1.3680043.2.1125.9.99")) == 0
+
+
+def _suv_like(ct: sitk.Image) -> sitk.Image:
+    suv = sitk.GetImageFromArray(np.where(sitk.GetArrayFromImage(ct) > -500, 1.5, 0.05).astype(np.float32))
+    suv.CopyInformation(ct)
+    return suv
+
+
+def test_a_pacs_export_translates_into_a_dicom_series_in_the_ct_study(
+    capsys, tmp_path: Path, small_model_file: Path, make_ct, assert_same_geometry
+) -> None:
+    ct = make_ct((5, 30, 36))
+    export = tmp_path / "export"
+    write_export(export, ct, _suv_like(ct))
+    volume = tmp_path / "pet.nii.gz"
+    assert main(_translate(export, small_model_file, volume, "--refine", "none")) == 0
+    expected = sitk.GetArrayFromImage(read_image(volume))
+    out = tmp_path / "pet.dcm"  # a .dcm folder: DICOM without --format
+    assert main(_translate(export, small_model_file, out, "--refine", "none")) == 0
+    assert f"wrote {out} (DICOM PET series, 5 files, SUV)" in capsys.readouterr().err
+    (series,) = find_series(out)
+    assert {h.StudyInstanceUID for h in series.headers} == {STUDY_UID} and series.modality == "PT"
+    written = read_series_image(series)
+    assert_same_geometry(written, read_image(export), 1e-6)
+    assert np.abs(sitk.GetArrayFromImage(written) - expected).max() <= SUV_STEP / 2 + 1e-5
+    # The synthetic series added to the export changes nothing: it is never taken for the CT or the real PET.
+    shutil.copytree(out, export / "synthetic")
+    again = tmp_path / "petdir"
+    assert main(_translate(export, small_model_file, again, "--refine", "none", "--format", "dicom")) == 0
+    assert np.abs(sitk.GetArrayFromImage(read_series_image(find_series(again)[0])) - expected).max() <= SUV_STEP / 2 + 1e-5
+    assert read_pet_suv(export).GetSize() == ct.GetSize()
+
+
+def test_dicom_output_needs_a_dicom_ct_and_a_new_folder(capsys, tmp_path: Path, small_model_file: Path, ct_file: Path) -> None:
+    for out, extra in ((tmp_path / "pet.dcm", ()), (tmp_path / "pet", ("--format", "dicom"))):
+        _assert_user_error(capsys, _translate(ct_file, small_model_file, out, *extra), out, "this CT is not DICOM", "pet.nii.gz")
+    out = tmp_path / "pet.nrrd"
+    _assert_user_error(capsys, _translate(ct_file, small_model_file, out, "--series", "2"), out, "--series chooses among")
+    taken = tmp_path / "taken.dcm"
+    taken.mkdir()
+    (taken / "IM1.dcm").write_bytes(b"old")
+    argv = _translate(tmp_path / "nowhere", small_model_file, taken)
+    assert main(argv) == 2
+    assert "already exists; a DICOM series is written into a new (or empty) folder" in capsys.readouterr().err
+    assert [p.name for p in taken.iterdir()] == ["IM1.dcm"]
 
 
 # --------------------------------------------------------------------------- real processes

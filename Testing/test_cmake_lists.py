@@ -8,7 +8,6 @@ and data files inside the packages must be listed as resources.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -78,31 +77,5 @@ def test_extension_top_level_declares_every_module_and_the_pytorch_dependency():
     assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', text)
     for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL"):
         assert re.search(rf'set\(EXTENSION_{key} "[^"]+"\)', text), key
-    assert "find_package(Slicer REQUIRED)" in text
+    assert re.search(r"find_package\(Slicer( [0-9.]+)? REQUIRED\)", text)
     assert (ROOT / "Resources" / "Icons" / "RegC2P.png").is_file()
-
-
-def test_catalog_entries_agree():
-    s4ext = {}
-    for line in (ROOT / "RegC2P.s4ext").read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition(" ")
-            s4ext[key] = value.strip()
-    entry = json.loads((ROOT / "RegC2P.json").read_text(encoding="utf-8"))
-    assert set(entry) <= {
-        "$schema",
-        "category",
-        "scm_url",
-        "scm_revision",
-        "scm_type",
-        "build_dependencies",
-        "build_subdirectory",
-        "enabled",
-        "tier",
-    }
-    assert entry["$schema"].startswith(
-        "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema"
-    )
-    assert entry["scm_url"] == s4ext["scmurl"]
-    assert entry["category"] == s4ext["category"]
-    assert entry["build_dependencies"] == s4ext["depends"].split() == ["PyTorch"]

@@ -12,9 +12,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from RegC2PLib.body import body_mask, in_plane_box
 from RegC2PLib.config import preset
+from RegC2PLib.data.cache import cache_key, prepare_studies
+from RegC2PLib.data.datasets import SliceDataset, WindowDataset
+from RegC2PLib.data.npy_layout import NpySliceDataset
 from RegC2PLib.data.phantom import PhantomConfig, write_dataset
-from RegC2PLib.data.samples import NpySliceDataset, SliceDataset, WindowDataset, cache_key, loader_speed, prepare_studies
 from RegC2PLib.data.split import read_manifest, select, split_studies, write_manifest
 from RegC2PLib.data.studies import Study, discover_studies, load_study, skipped_summary
 from RegC2PLib.errors import InputError
@@ -238,12 +241,15 @@ def test_slice_dataset_matches_the_inference_mapping(phantoms, cache) -> None:
     for key in ("ct", "pet", "pet_aligned"):
         assert item[key].shape == (1, 128, 128) and item[key].dtype == torch.float32
         assert float(item[key].min()) >= -1.0 and float(item[key].max()) <= 1.0
+    # The same mapping as inference: the body-centred grid of the whole volume at the model's pixel size.
     ct = load_study(studies[1]).ct
-    array = torch.from_numpy(sitk.GetArrayFromImage(ct)[6:7])
-    grid = SliceGrid.fit(array.shape[1:], (ct.GetSpacing()[1], ct.GetSpacing()[0]), 128)
-    expected = grid.to_model(ct_to_network(array, CONFIG.intensity), fill=-1.0)
+    volume = sitk.GetArrayFromImage(ct)
+    box = in_plane_box(body_mask(volume, ct.GetSpacing()[::-1]))
+    grid = SliceGrid.for_model(volume.shape[1:], (ct.GetSpacing()[1], ct.GetSpacing()[0]), CONFIG, box)
+    assert grid.canvas == (128, 128)
+    expected = grid.to_model(ct_to_network(torch.from_numpy(volume[6:7]), CONFIG.intensity), fill=-1.0)
     torch.testing.assert_close(item["ct"], expected, atol=2e-3, rtol=0)
-    assert float(item["ct"][0, 0, 0]) == -1.0  # padding (40 columns wide image in a square grid)
+    assert float(item["ct"][0, 0, 0]) == -1.0  # padding around the phantom's field of view
 
 
 def test_cache_is_reused_and_invalidated(phantoms, tmp_path) -> None:
@@ -283,12 +289,6 @@ def test_window_dataset_stacks_consecutive_slices(phantoms, cache) -> None:
         match=r"no slice windows to train on: case_0000 skipped \(only 24 usable slices, fewer than the refiner window of 30\)",
     ):
         WindowDataset(slices.studies[:2], CONFIG, window=30)
-
-
-def test_loader_speed_is_measured(phantoms, cache) -> None:
-    studies, _ = discover_studies(phantoms)
-    data = SliceDataset(studies, CONFIG, cache)
-    assert loader_speed(data, batch_size=8, workers=0, max_batches=5) > 0
 
 
 def test_no_usable_studies_is_an_error(tmp_path) -> None:

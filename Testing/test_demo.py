@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from RegC2PLib import figures
 from RegC2PLib.cli import main
-from RegC2PLib.commands import demo as demo_command
 from RegC2PLib.data.phantom_anatomy import Tissue
 from RegC2PLib.model_file import bundled_model_path, load_model
 from RegC2PLib.volume_io import array_view, read_image
@@ -20,8 +20,8 @@ from RegC2PLib.volume_io import array_view, read_image
 def test_demo_writes_every_output(tmp_path: Path, small_model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "demo"
     drawn: list[list[int]] = []  # the figure's axial levels
-    draw = demo_command.fused_figure
-    monkeypatch.setattr(demo_command, "fused_figure", lambda *args, **kw: (drawn.append(args[3]), draw(*args, **kw)))
+    draw = figures.fused_figure
+    monkeypatch.setattr(figures, "fused_figure", lambda *args, **kw: (drawn.append(args[3]), draw(*args, **kw)))
     assert (
         main(["demo", "--out", str(out), "--model", str(small_model_file), "--shape", "24", "48", "48", "--progress", "none"])
         == 0

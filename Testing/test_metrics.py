@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from RegC2PLib.metrics import body_mask, paper_metrics, psnr_slices, ssim_slices, suv_metrics
+from RegC2PLib.metrics import paper_metrics, psnr_slices, ssim_slices, suv_metrics
 
 
 def _pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -97,35 +97,6 @@ def test_paper_metrics_on_paper_table_scale() -> None:
 
 
 # --------------------------------------------------------------------------- body mask
-
-
-def _ct_with_table() -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    nz, ny, nx = 5, 48, 56
-    _, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
-    body = ((y - 20) / 14.0) ** 2 + ((x - 28) / 22.0) ** 2 <= 1.0
-    lungs = ((y - 19) / 7.0) ** 2 + ((np.abs(x - 28) - 9) / 5.0) ** 2 <= 1.0
-    table = (y >= 40) & (y <= 42) & (x >= 5) & (x <= 50)  # separated from the body by air
-    ct = np.full((nz, ny, nx), -1000.0)
-    ct[body] = 40.0
-    ct[lungs] = -850.0
-    ct[table] = 200.0
-    return ct, {"body": body, "lungs": lungs, "table": table}
-
-
-def test_body_mask_fills_lungs_and_drops_table() -> None:
-    ct, parts = _ct_with_table()
-    mask = body_mask(ct)
-    assert mask.dtype == bool and mask.shape == ct.shape
-    assert mask[parts["lungs"]].all()  # air inside the body is filled
-    assert not mask[parts["table"]].any()  # a detached object is not the body
-    outside = ~parts["body"] & ~parts["table"]
-    assert not mask[outside].any()  # surrounding air excluded
-    interior = ndimage.binary_erosion(parts["body"][0], iterations=2)
-    assert mask[:, interior].all()
-
-
-def test_body_mask_of_all_air_is_empty() -> None:
-    assert not body_mask(np.full((2, 5, 5), -1000.0)).any()
 
 
 # --------------------------------------------------------------------------- SUV metrics

@@ -76,7 +76,7 @@ def test_small_generator_parameter_count() -> None:
 
 
 def test_paper_generator_flops() -> None:
-    """About 97 GFLOP per 256×256 slice (DESIGN.md §2), counted on the meta device."""
+    """About 97 GFLOP per 256×256 slice (docs/method.md §2), counted on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):

@@ -272,3 +272,62 @@ def test_cli_phantom(tmp_path, capsys) -> None:
     assert "already holds case_0000" in capsys.readouterr().err
     assert main([*argv[:-2], "--lesions", "5", "2", "--overwrite"]) == 2
     assert "the lesion count MAX must be between 5 and 255 (got 2)" in capsys.readouterr().err
+
+
+def test_the_patient_lies_on_a_couch_under_a_blanket_that_carry_no_activity() -> None:
+    """The CT shows a foam mattress on a carbon-fibre board (dense skins around a foam core)
+    below the back and, for most patients, a blanket over the front; none of it has uptake,
+    and the body mask leaves the couch out."""
+    from RegC2PLib.body import body_mask
+    from RegC2PLib.data.phantom_anatomy import EQUIPMENT
+
+    found_blanket = False
+    for seed in range(3):
+        c = generate_case(SMALL, seed)
+        organs, ct = arr(c.organs), arr(c.ct)
+        board, foam, blanket = (organs == label for label in (Tissue.TABLE, Tissue.FOAM, Tissue.BLANKET))
+        assert board.any() and foam.any()
+        core = ndimage.binary_erosion(board | foam, iterations=1)  # away from partial-volume edges
+        assert np.median(ct[board & core]) > 100 and np.median(ct[foam & core]) < -700
+        body_rows = np.flatnonzero((~np.isin(organs, (Tissue.AIR, Tissue.AIRWAY, *EQUIPMENT))).any(axis=(0, 2)))
+        assert np.flatnonzero(board.any(axis=(0, 2))).min() > body_rows.max()  # below the back (posterior)
+        if blanket.any():
+            found_blanket = True
+            assert -950 < np.median(ct[blanket]) < -500
+        equipment = np.isin(organs, EQUIPMENT)
+        for pet in (c.pet, c.pet_aligned):  # no activity of its own: only PET blur spills onto it
+            activity = arr(resample_onto(pet, c.ct))
+            assert np.median(activity[equipment]) < 0.05
+        mask = body_mask(ct, c.ct.GetSpacing()[::-1])
+        assert not mask[board | foam].any()
+    assert found_blanket
+
+
+def test_misalign_image_moves_a_real_pet_by_the_drawn_affine_and_elastic_field() -> None:
+    """A bright block in a PET moves by the drawn in-plane translation (elastic part off); with
+    the elastic part on, voxels move by at most about its amplitude; same seed, same result."""
+    from RegC2PLib.data.misalignment import misalign_image
+
+    pet = np.zeros((20, 80, 80), np.float32)
+    pet[8:12, 30:40, 40:50] = 5.0
+    image = sitk.GetImageFromArray(pet)
+    image.SetSpacing((2.0, 2.0, 3.0))
+    moved, record = misalign_image(image, np.random.default_rng(7), level=5.0, elastic_mm=0.0)
+    assert record["elastic_mm"] == 0.0 and abs(record["rotation_deg"]) <= 5.0 and abs(record["scale"] - 1) <= 0.1
+    out = arr(moved)
+    assert out.min() >= 0.0 and out[0].sum() == 0.0  # nothing is invented, outside stays empty
+    before = np.array(ndimage.center_of_mass(pet))[1:] * 2.0
+    after = np.array(ndimage.center_of_mass(out))[1:] * 2.0
+    # The point p of the moved image shows the original at T(p): content moves by about -T's translation
+    # (plus what the rotation and scale do to a block 15 mm off the centre).
+    expected = -np.array(record["translation_mm"][::-1])
+    assert np.abs(after - before - expected).max() < 0.2 * 15.0 + 1.0
+    assert out.sum() == pytest.approx(pet.sum() / record["scale"] ** 2, rel=0.1)
+    again, _ = misalign_image(image, np.random.default_rng(7), level=5.0, elastic_mm=0.0)
+    np.testing.assert_array_equal(arr(again), out)
+    wobbly, record = misalign_image(image, np.random.default_rng(8), level=0.0, elastic_mm=6.0)
+    assert 0 < record["elastic_mm"] <= 6.0
+    shift = np.abs(np.array(ndimage.center_of_mass(arr(wobbly))) - np.array(ndimage.center_of_mass(pet))) * np.array(
+        [3.0, 2.0, 2.0]
+    )
+    assert shift.max() <= record["elastic_mm"] + 1.0 and not np.array_equal(arr(wobbly), pet)

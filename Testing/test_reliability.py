@@ -376,8 +376,11 @@ def test_the_translation_estimate_is_close_to_the_measured_peak(tmp_path: Path, 
     script = textwrap.dedent(
         f"""
         from pathlib import Path
+        import SimpleITK as sitk
         import torch
+        from RegC2PLib.body import body_mask, in_plane_box
         from RegC2PLib.inference import TranslationOptions, translate_volume
+        from RegC2PLib.slice_grid import SliceGrid
         from RegC2PLib.memory import translation_bytes
         from RegC2PLib.model_file import load_model
         from RegC2PLib.volume_io import read_image
@@ -390,7 +393,9 @@ def test_the_translation_estimate_is_close_to_the_measured_peak(tmp_path: Path, 
         Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
         translate_volume(ct, model, TranslationOptions(device="cpu"))
         peak = kib("VmHWM:") - before
-        print(peak, translation_bytes(model.config, 48, 48 * 384 * 384, 8, 8, 4))
+        hu = sitk.GetArrayViewFromImage(ct)
+        canvas = SliceGrid.for_model((384, 384), (1.2, 1.2), model.config, in_plane_box(body_mask(hu, (3.0, 1.2, 1.2)))).canvas
+        print(peak, translation_bytes(model.config, canvas, 48, 48 * 384 * 384, 8, 8, 4))
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT, check=True)
@@ -496,7 +501,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_phantoms: Path, 
     """A stage-1 run of two steps (checkpoint every step): the folder resume tests damage copies of."""
     out = tmp_path_factory.mktemp("runs") / "run"
     config = TrainConfig(stage="1", max_steps=2, epochs=1, checkpoint_every=1, device="cpu")
-    train(RunOptions(tiny_phantoms, out, tiny_config, config))
+    train(RunOptions(out, tiny_phantoms, tiny_config, config))
     return out
 
 
@@ -515,7 +520,8 @@ def _edit_json(path: Path, edit) -> None:
     [
         (lambda run: (run / "run.json").write_text("{ not json"), "not valid JSON"),
         (lambda run: _edit_json(run / "run.json", lambda r: r.pop("model")), "lacks 'model'"),
-        (lambda run: _edit_json(run / "run.json", lambda r: r.update(data=5)), "'data' must be a JSON string"),
+        (lambda run: _edit_json(run / "run.json", lambda r: r.update(data=5)), "'data' must be a JSON array"),
+        (lambda run: _edit_json(run / "run.json", lambda r: r.update(data=[{"name": "x"}])), "lists its datasets in a form"),
         (lambda run: _edit_json(run / "run.json", lambda r: r["train"].update(lr=1e-3)), "train.lr is 0.001 in run.json"),
         (lambda run: _edit_json(run / "run.json", lambda r: r["train"].update(seed=5)), "train.seed is 5 in run.json"),
         (lambda run: _edit_json(run / "run.json", lambda r: r["model"].update(image_size=128)), "model.image_size is 128"),

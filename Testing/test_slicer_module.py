@@ -8,9 +8,12 @@ or background) leaves the scene as it was; the batch script translates two files
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
+import types
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -25,9 +28,9 @@ from RegC2PLib.inference import TranslationOptions, translate_volume  # noqa: E4
 from RegC2PLib.model_file import file_sha256, load_model, new_model, save_model  # noqa: E402
 from RegC2PLib.progress import CancelToken  # noqa: E402
 from RegC2PSlicer import models, output, processing, volumes  # noqa: E402
-from RegC2PSlicer.dependencies import missing_requirements, requirements  # noqa: E402
+from RegC2PSlicer.dependencies import NEVER_PIP, requirements  # noqa: E402
 from RegC2PSlicer.headless import SLICE_VIEWS, HeadlessScene  # noqa: E402
-from RegC2PSlicer.processing import BackgroundTranslation, JobState, RunSettings  # noqa: E402
+from RegC2PSlicer.processing import BackgroundTranslation, JobState, PetDisplay, RunSettings  # noqa: E402
 from RegC2PSlicer.scene_state import SceneSnapshot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +57,7 @@ def ct_node(headless, oblique_ct):
 
 @pytest.fixture
 def settings(small_model_file) -> RunSettings:
-    return RunSettings(model=str(small_model_file), refine="overlap")
+    return RunSettings(model=str(small_model_file))
 
 
 def matrix(node) -> np.ndarray:
@@ -146,9 +149,8 @@ def test_running_twice_replaces_the_output_content_only(headless, ct_node, setti
     first = processing.process(ct_node, None, settings)
     count = headless.GetNumberOfNodes()
     ct_before = slicer.util.arrayFromVolume(ct_node).copy()
-    second = processing.process(
-        ct_node, first, RunSettings(settings.model, refine="none", opacity=0.8, color="PET-Rainbow2", suv_window=(1.0, 6.0))
-    )
+    display = PetDisplay("PET-Rainbow2", (1.0, 6.0), opacity=0.8)
+    second = processing.process(ct_node, first, RunSettings(settings.model, TranslationOptions("none"), display))
     assert second is first and headless.GetNumberOfNodes() == count
     assert first.GetAttribute("RegC2P.Refine") == "none"
     assert first.GetDisplayNode().GetColorNodeID() == "vtkMRMLPETProceduralColorNodePET-Rainbow2"
@@ -160,9 +162,9 @@ def test_output_cannot_be_the_ct_and_settings_are_checked_first(ct_node, setting
     with pytest.raises(InputError, match="the CT itself"):
         processing.process(ct_node, ct_node, settings)
     with pytest.raises(InputError, match="SUV window"):
-        processing.process(ct_node, None, RunSettings(settings.model, suv_window=(5.0, 5.0)))
+        processing.process(ct_node, None, RunSettings(settings.model, display=PetDisplay(suv_window=(5.0, 5.0))))
     with pytest.raises(InputError, match="PET colour"):
-        processing.process(ct_node, None, RunSettings(settings.model, color="Rainbow"))
+        processing.process(ct_node, None, RunSettings(settings.model, display=PetDisplay(color="Rainbow")))
 
 
 def test_cancel_leaves_the_scene_exactly_as_it_was(headless, ct_node, settings):
@@ -180,7 +182,8 @@ def test_cancel_leaves_the_scene_exactly_as_it_was(headless, ct_node, settings):
             token.cancel()
 
     with pytest.raises(CancelledError):
-        processing.process(ct_node, previous, RunSettings(settings.model, refine="none"), progress=cancel_midway, cancel=token)
+        unrefined = RunSettings(settings.model, TranslationOptions("none"))
+        processing.process(ct_node, previous, unrefined, progress=cancel_midway, cancel=token)
     with pytest.raises(CancelledError):
         processing.process(ct_node, None, settings, progress=cancel_midway, cancel=token)  # would add a node
     assert headless.GetNumberOfNodes() == count
@@ -220,7 +223,7 @@ def _read_mrb(path: Path, folder: Path) -> HeadlessScene:
 
 
 def test_scene_saved_as_mrb_reads_back_with_everything_in_place(headless, ct_node, settings, tmp_path):
-    pet_node = processing.process(ct_node, None, RunSettings(settings.model, opacity=0.35))
+    pet_node = processing.process(ct_node, None, RunSettings(settings.model, display=PetDisplay(opacity=0.35)))
     pet_values, ct_matrix = slicer.util.arrayFromVolume(pet_node).copy(), matrix(ct_node)
     for node in (ct_node, pet_node):
         node.AddDefaultStorageNode()
@@ -276,11 +279,74 @@ def test_background_job_cancel_then_run_to_completion(headless, ct_node, setting
     np.testing.assert_allclose(slicer.util.arrayFromVolume(pet_node), slicer.util.arrayFromVolume(reference), atol=1e-5)
 
 
+def _user_work(scene, ct_node) -> list:
+    """What a user does while a run goes on: adds nodes, changes the slice views and the CT's window."""
+    note = scene.AddNewNodeByClass("vtkMRMLTextNode", "my notes")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "my transform")
+    mine = volumes.add_volume_node(scene, volumes.image_from_volume_node(ct_node), "my volume")
+    for composite in composites(scene):
+        composite.SetBackgroundVolumeID(mine.GetID())
+        composite.SetForegroundVolumeID(None)
+        composite.SetForegroundOpacity(0.3)
+    ct_node.GetDisplayNode().SetAutoWindowLevel(False)
+    ct_node.GetDisplayNode().SetWindowLevel(1500.0, -600.0)  # lung window
+    return [note, transform, mine]
+
+
+def _assert_user_work_kept(scene, ct_node, nodes) -> None:
+    assert all(scene.GetNodeByID(node.GetID()) is node for node in nodes)
+    for composite in composites(scene):
+        assert (composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()) == (nodes[2].GetID(), None)
+        assert composite.GetForegroundOpacity() == pytest.approx(0.3)
+    display = ct_node.GetDisplayNode()
+    assert (display.GetWindow(), display.GetLevel()) == pytest.approx((1500.0, -600.0))
+    assert scene.GetFirstNodeByName("CT synthetic PET") is None
+
+
+def test_cancel_keeps_what_the_user_did_during_the_run(headless, ct_node, settings):
+    job = BackgroundTranslation(ct_node, None, settings)
+    job.start()
+    nodes = _user_work(headless, ct_node)
+    count = headless.GetNumberOfNodes()
+    job.cancel()
+    assert job.poll().state == "cancelled"
+    _assert_user_work_kept(headless, ct_node, nodes)
+    assert headless.GetNumberOfNodes() == count
+
+
+def test_a_failed_worker_keeps_what_the_user_did_during_the_run(headless, ct_node, settings):
+    job = BackgroundTranslation(ct_node, None, RunSettings(settings.model, TranslationOptions(device="cuda")))
+    job.start()
+    nodes = _user_work(headless, ct_node)
+    count = headless.GetNumberOfNodes()
+    state = job.wait(timeout=120)
+    if state.state == "succeeded":
+        pytest.skip("this machine has CUDA, so the worker cannot be made to fail this way")
+    assert state.state == "failed"
+    _assert_user_work_kept(headless, ct_node, nodes)
+    assert headless.GetNumberOfNodes() == count
+
+
+def test_a_failed_write_is_undone_and_what_the_user_did_is_kept(headless, ct_node, settings, monkeypatch):
+    def broken_display(*args, **kwargs):
+        raise RuntimeError("display failed")
+
+    monkeypatch.setattr(processing, "show_pet", broken_display)  # fails after the output node was made
+    job = BackgroundTranslation(ct_node, None, settings)
+    job.start()
+    nodes = _user_work(headless, ct_node)
+    count = headless.GetNumberOfNodes()
+    state = job.wait(timeout=120)
+    assert state.state == "failed" and state.error == "display failed"
+    _assert_user_work_kept(headless, ct_node, nodes)
+    assert headless.GetNumberOfNodes() == count
+
+
 def test_background_job_reports_the_workers_one_line_error(headless, ct_node, settings):
     count = headless.GetNumberOfNodes()
     with pytest.raises(InputError, match="stride"):
-        BackgroundTranslation(ct_node, None, RunSettings(settings.model, window=3, stride=5)).start()
-    job = BackgroundTranslation(ct_node, None, RunSettings(settings.model, device="cuda"))
+        BackgroundTranslation(ct_node, None, RunSettings(settings.model, TranslationOptions(window=3, stride=5))).start()
+    job = BackgroundTranslation(ct_node, None, RunSettings(settings.model, TranslationOptions(device="cuda")))
     job.start()
     state = job.wait(timeout=120)
     if state.state == "succeeded":
@@ -328,18 +394,68 @@ def test_default_model_is_bundled_first_then_user(tmp_path, small_model_file):
     assert [c.bundled for c in models.available_models(user, bundled)] == [True, True, False]
 
 
-def test_device_choices_list_every_device_with_reasons():
-    choices = {c.name: c for c in models.device_choices()}
+def test_devices_are_found_by_a_worker_without_torch_in_this_process(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys, time\n"
+         "from RegC2PSlicer.background import wait_for\n"
+         "from RegC2PSlicer.models import DeviceProbe\n"
+         "probe = DeviceProbe(); probe.start(); state = wait_for(probe, timeout=120)\n"
+         "print(state.state, 'torch' in sys.modules)\n"
+         "for c in probe.choices: print(c.name, c.usable, c.reason)\n"],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "succeeded False"  # found, and torch never imported into the asking process
+    choices = {line.split(" ", 2)[0]: line.split(" ", 2)[1:] for line in lines[1:]}
     assert list(choices) == ["auto", "cpu", "cuda", "mps"]
-    assert choices["auto"].usable and choices["cpu"].usable
-    for choice in choices.values():
-        assert choice.usable or (choice.reason and "\n" not in choice.reason)
+    assert choices["auto"][0] == choices["cpu"][0] == "True"
+    import torch
+
+    assert (choices["cuda"][0] == "True") == torch.cuda.is_available()
+    assert all(usable == "True" or reason.strip() for usable, reason in choices.values())
 
 
-def test_module_requirements_are_installed_here_and_exclude_slicer_provided_packages():
-    names = [r.split(">")[0].split("=")[0].strip().lower() for r in requirements()]
-    assert "safetensors" in names and not {"torch", "simpleitk", "numpy"} & set(names)
-    assert missing_requirements() == []
+def test_a_model_path_saved_by_another_installation_is_found_by_name(tmp_path, small_model_file):
+    bundled, user = tmp_path / "Resources" / "Models", tmp_path / "user"
+    bundled.mkdir(parents=True)
+    user.mkdir()
+    (bundled / "default.safetensors").write_bytes(small_model_file.read_bytes())
+    (user / "mine.safetensors").write_bytes(small_model_file.read_bytes())
+    old_install = "/opt/Slicer-5.8.1/lib/Slicer-5.8/qt-scripted-modules/Resources/Models"
+    resolve = functools.partial(models.resolve_model_path, user_folder=user, bundled_folder=bundled)
+    assert resolve(None) == resolve("") == bundled / "default.safetensors"  # empty in the scene: the default
+    assert resolve(f"{old_install}/default.safetensors") == bundled / "default.safetensors"
+    assert resolve("/home/colleague/.regc2p/models/mine.safetensors") == user / "mine.safetensors"
+    assert resolve(tmp_path / "gone.safetensors") == tmp_path / "gone.safetensors"  # unknown: reported when loaded
+
+
+def test_the_panel_offers_a_ct_not_a_label_map_or_a_pet(headless, oblique_ct):
+    ct_image = sitk.Cast(oblique_ct, sitk.sitkFloat32)
+    assert volumes.first_ct_node(headless) is None
+    labels = headless.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.util.updateVolumeFromArray(labels, np.zeros(SHAPE, np.uint8))
+    pet = volumes.add_volume_node(headless, ct_image * 0.0 + 2.0, "PET")
+    pet.GetDisplayNode().SetAndObserveColorNodeID(HEAT)
+    suv = volumes.add_volume_node(headless, ct_image * 0.0 + 1.0, "SUV")
+    output.store_pet(volumes.add_volume_node(headless, ct_image, "other CT"), ct_image * 0.0 + 1.0, suv)  # SUV units
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(headless)
+
+    def dicom_series(name: str, modality: str):  # as Slicer's DICOM module loads a series
+        node = volumes.add_volume_node(headless, ct_image, name)
+        sh.SetItemAttribute(sh.CreateItem(sh.GetSceneItemID(), node), "DICOM.Modality", modality)
+        return node
+
+    dicom_series("PT series", "PT")
+    dicom_ct = dicom_series("CT series", "CT")
+    assert volumes.first_ct_node(headless) is dicom_ct  # a CT series first
+    headless.RemoveNode(dicom_ct)
+    assert volumes.first_ct_node(headless).GetName() == "other CT"  # then the first that is no PET
+
+
+def test_module_requirements_leave_out_what_slicer_and_the_pytorch_extension_provide():
+    names = {r.split(">")[0].split("=")[0].strip().lower() for r in requirements()}
+    assert "safetensors" in names and not {name.lower() for name in NEVER_PIP} & names
 
 
 # --------------------------------------------------------------------------- batch script
@@ -407,9 +523,39 @@ def test_sample_phantom_loads_under_a_study_and_translates(headless, settings):
     assert pet_node.GetDisplayNode().GetColorNodeID() == HEAT
     assert float(slicer.util.arrayFromVolume(pet_node).max()) > 1.0  # SUV, with uptake
     assert study_of(ct_node) == study_of(pet_node) == "Synthetic PET/CT"
-    synthetic = processing.process(ct_node, None, RunSettings(settings.model, refine="none"))
+    synthetic = processing.process(ct_node, None, RunSettings(settings.model, TranslationOptions("none")))
     assert study_of(synthetic) == "Synthetic PET/CT"
     assert THUMBNAIL.is_file()
+
+
+def test_sample_data_button_and_download_sample_load_the_phantom_through_its_reader(headless, monkeypatch, tmp_path):
+    from RegC2PLib.volume_io import check_ct
+    from RegC2PSlicer import sample_data
+
+    registered: dict = {}
+    logic = types.SimpleNamespace(registerCustomSampleDataSource=lambda **source: registered.update(source))
+    monkeypatch.setitem(sys.modules, "SampleData", types.SimpleNamespace(SampleDataLogic=logic))
+    sample_data.register_sample_data()
+    assert "customDownloader" not in registered  # Sample Data would use it for its button only
+    # What SampleDataLogic.downloadFromSource does for both: fetch each URI into the cache, then
+    # load the file with the reader of the file type given (node name as the "name" property).
+    cached = tmp_path / "cache" / registered["fileNames"][0]
+    cached.parent.mkdir()
+    urllib.request.urlretrieve(registered["uris"][0], cached)
+    messages: list[str] = []
+    parent = types.SimpleNamespace(
+        loadedNodes=None, userMessages=lambda: types.SimpleNamespace(AddMessage=lambda kind, text: messages.append(text))
+    )
+    reader = sample_data.PhantomFileReader(parent)
+    assert reader.fileType() == registered["loadFileTypes"][0]
+    assert reader.load({"fileName": str(cached), "name": registered["nodeNames"][0]}) and not messages
+    ct_node, pet_node = (headless.GetNodeByID(node_id) for node_id in parent.loadedNodes)
+    assert ct_node.GetName() == registered["nodeNames"][0]  # the node downloadSample returns
+    check_ct(volumes.image_from_volume_node(ct_node))
+    assert slicer.util.arrayFromVolume(ct_node).shape == sample_data.SIZES["default"]
+    assert pet_node.GetDisplayNode().GetColorNodeID() == HEAT
+    cached.write_text('{"format": "regc2p-phantom", "version": 1, "size": "huge", "seed": 0}')
+    assert not reader.load({"fileName": str(cached)}) and "unknown phantom size 'huge'" in messages[-1]
 
 
 def test_display_changes_after_the_run_touch_only_the_pet(headless, ct_node, settings):

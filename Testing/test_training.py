@@ -18,25 +18,30 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from RegC2PLib.body import body_mask, in_plane_box
 from RegC2PLib.cli import main
-from RegC2PLib.config import IntensityConfig, RegistrationConfig, preset
+from RegC2PLib.config import IntensityConfig, ModelConfig, RegistrationConfig, preset
+from RegC2PLib.data.datasets import SliceDataset
 from RegC2PLib.data.phantom import PhantomConfig, write_dataset
-from RegC2PLib.data.samples import SliceDataset
 from RegC2PLib.data.studies import discover_studies, load_study
 from RegC2PLib.errors import InputError
 from RegC2PLib.evaluation import score_volume, summarize
 from RegC2PLib.intensity import network_to_pet
 from RegC2PLib.model_file import file_sha256, load_model, new_model, save_model
 from RegC2PLib.networks import RegistrationNet, smoothness_loss, warp
+from RegC2PLib.slice_grid import SliceGrid
 from RegC2PLib.training.config import TrainConfig
-from RegC2PLib.training.data_access import oversample_lesions, prepare_data
-from RegC2PLib.training.loop import MetricsLog, StageSettings, StopRequest, TrainingStopped, run_stage, stage_seconds
+from RegC2PLib.training.data_access import prepare_data
+from RegC2PLib.training.loop import MetricsLog, StopRequest, TrainingStopped, run_stage, stage_seconds
 from RegC2PLib.training.runner import RunOptions, train
+from RegC2PLib.training.sampling import EpochSampler, oversample_lesions
+from RegC2PLib.training.sources import DataSource
 from RegC2PLib.training.tasks import GanTask, RefinerTask
 from RegC2PLib.training.validation import make_validator
 
 SIZE = 64
-MODEL = preset("small").with_changes(image_size=SIZE)
+# Learning tests train the small networks; mechanics tests (resume, stop, validation) the tiny ones.
+LEARN = preset("small").with_changes(image_size=SIZE)
 CPU = torch.device("cpu")
 
 
@@ -51,7 +56,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def slices(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> SliceDataset:
     studies, skipped = discover_studies(dataset)
     assert not skipped
-    return SliceDataset(studies, MODEL, tmp_path_factory.mktemp("cache"))
+    return SliceDataset(studies, LEARN, tmp_path_factory.mktemp("cache"))
 
 
 def _batch(dataset: SliceDataset, indices: list[int]) -> dict[str, torch.Tensor]:
@@ -60,7 +65,7 @@ def _batch(dataset: SliceDataset, indices: list[int]) -> dict[str, torch.Tensor]
 
 def test_stage1_losses_fall_on_phantoms(slices: SliceDataset) -> None:
     torch.manual_seed(0)
-    task = GanTask(MODEL, TrainConfig(), CPU)
+    task = GanTask(LEARN, TrainConfig(), CPU)
     order = torch.randperm(len(slices), generator=torch.Generator().manual_seed(0)).tolist()
     losses = [task.train_step(_batch(slices, order[2 * i : 2 * i + 2])) for i in range(30)]
     first = np.mean([step["l_corr"] for step in losses[:5]])
@@ -88,8 +93,8 @@ def test_registration_network_learns_a_known_shift() -> None:
 
 
 @pytest.mark.parametrize("mode", ["regc2p", "pix2pix"])
-def test_both_modes_run_the_same_step(mode: str, slices: SliceDataset) -> None:
-    task = GanTask(MODEL, TrainConfig(mode=mode, refiner_target="misaligned"), CPU)
+def test_both_modes_run_the_same_step(mode: str, slices: SliceDataset, tiny_config: ModelConfig) -> None:
+    task = GanTask(tiny_config, TrainConfig(mode=mode, refiner_target="misaligned"), CPU)
     assert ("registration" in task.modules) == (mode == "regc2p")
     before = {k: v.clone() for k, v in task.generator.state_dict().items()}
     losses = task.train_step(_batch(slices, [0, 1]))
@@ -98,9 +103,9 @@ def test_both_modes_run_the_same_step(mode: str, slices: SliceDataset) -> None:
     assert any(not torch.equal(before[k], v) for k, v in task.generator.state_dict().items())
 
 
-def test_registered_refiner_target_undoes_r_field(slices: SliceDataset) -> None:
+def test_registered_refiner_target_undoes_r_field(slices: SliceDataset, tiny_config: ModelConfig) -> None:
     """With R predicting a constant shift u, the target is the PET moved by -u (onto G's output)."""
-    stage1 = GanTask(MODEL, TrainConfig(), CPU)
+    stage1 = GanTask(tiny_config, TrainConfig(), CPU)
 
     class ConstantShift(torch.nn.Module):
         def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
@@ -108,7 +113,7 @@ def test_registered_refiner_target_undoes_r_field(slices: SliceDataset) -> None:
             field[:, 0], field[:, 1] = 3.0, -2.0
             return field
 
-    task = RefinerTask(MODEL, TrainConfig(), CPU, stage1.generator, ConstantShift())  # type: ignore[arg-type]
+    task = RefinerTask(tiny_config, TrainConfig(), CPU, stage1.generator, ConstantShift())  # type: ignore[arg-type]
     pet = torch.rand(1, 4, SIZE, SIZE)
     _, target = task.inputs_and_targets(torch.zeros(1, 4, SIZE, SIZE), pet)
     # warp(target, u) must give the PET back: target(p) = pet(p - u) = pet(y - 3, x + 2)
@@ -116,31 +121,23 @@ def test_registered_refiner_target_undoes_r_field(slices: SliceDataset) -> None:
     assert torch.allclose(target[0, 0, :, 8:-8, 8:-8], expected[0, :, 8:-8, 8:-8], atol=1e-4)
 
 
-def test_stop_request_keeps_a_checkpoint_and_resume_is_exact(slices: SliceDataset, tmp_path: Path) -> None:
-    settings = StageSettings(
-        epochs=2,
-        batch_size=2,
-        max_steps=9,
-        lr_schedule="linear-decay",
-        decay_start=0.5,
-        checkpoint_every=4,
-        validate_every=0,
-        seed=0,
-        num_workers=0,
-    )
+def test_stop_request_keeps_a_checkpoint_and_resume_is_exact(
+    slices: SliceDataset, tmp_path: Path, tiny_config: ModelConfig
+) -> None:
+    settings = TrainConfig(epochs=2, batch_size=2, max_steps=9, lr_schedule="linear-decay", checkpoint_every=4)
 
     def fresh() -> GanTask:
         torch.manual_seed(0)
-        return GanTask(MODEL, TrainConfig(), CPU)
+        return GanTask(tiny_config, TrainConfig(), CPU)
 
     reference = fresh()
-    run_stage(reference, slices, settings, tmp_path / "a", _log(tmp_path / "a"), None, StopRequest())
+    run_stage(reference, slices, _all(slices), settings, tmp_path / "a", _log(tmp_path / "a"), None, StopRequest())
 
     stopping = _stop_after(6)
     with pytest.raises(TrainingStopped, match="step 6"):
-        run_stage(fresh(), slices, settings, tmp_path / "b", _log(tmp_path / "b"), None, stopping)
+        run_stage(fresh(), slices, _all(slices), settings, tmp_path / "b", _log(tmp_path / "b"), None, stopping)
     resumed = fresh()
-    run_stage(resumed, slices, settings, tmp_path / "b", _log(tmp_path / "b"), None, StopRequest())
+    run_stage(resumed, slices, _all(slices), settings, tmp_path / "b", _log(tmp_path / "b"), None, StopRequest())
     for name, module in reference.modules.items():
         for key, value in module.state_dict().items():
             assert torch.equal(value, resumed.modules[name].state_dict()[key]), f"{name}.{key}"
@@ -148,12 +145,11 @@ def test_stop_request_keeps_a_checkpoint_and_resume_is_exact(slices: SliceDatase
     assert steps == list(range(1, 10))
 
 
-def test_validation_every_n_steps_keeps_the_best_checkpoint(slices: SliceDataset, tmp_path: Path) -> None:
+def test_validation_every_n_steps_keeps_the_best_checkpoint(
+    slices: SliceDataset, tmp_path: Path, tiny_config: ModelConfig
+) -> None:
     """Validation at steps 3 and 6 and at the end (9); the best score (lowest) picks the best checkpoint."""
-    settings = StageSettings(
-        epochs=1, batch_size=2, max_steps=9, lr_schedule="constant", decay_start=0.5,
-        checkpoint_every=100, validate_every=3, seed=0, num_workers=0,
-    )  # fmt: skip
+    settings = TrainConfig(epochs=1, batch_size=2, max_steps=9, checkpoint_every=100, validate_every=3)
     scores = {3: 2.0, 6: 1.0, 9: 5.0}
     seen: list[int] = []
 
@@ -162,25 +158,37 @@ def test_validation_every_n_steps_keeps_the_best_checkpoint(slices: SliceDataset
         seen.append(step)
         return {"score": scores[step]}
 
-    run_stage(GanTask(MODEL, TrainConfig(), CPU), slices, settings, tmp_path, _log(tmp_path), validate, StopRequest())
+    run_stage(
+        GanTask(tiny_config, TrainConfig(), CPU),
+        slices,
+        _all(slices),
+        settings,
+        tmp_path,
+        _log(tmp_path),
+        validate,
+        StopRequest(),
+    )
     assert seen == [3, 6, 9]
     best = torch.load(tmp_path / "stage1_best.pt", weights_only=True)
     assert best["counters"]["step"] == 6
     assert best["counters"]["best_score"] == 1.0
 
 
-def test_a_finished_stage_continues_when_its_budget_grows(slices: SliceDataset, tmp_path: Path) -> None:
-    def settings(max_steps: int) -> StageSettings:
-        return StageSettings(
-            epochs=5, batch_size=2, max_steps=max_steps, lr_schedule="constant", decay_start=0.5,
-            checkpoint_every=100, validate_every=0, seed=0, num_workers=0,
-        )  # fmt: skip
+def test_a_finished_stage_continues_when_its_budget_grows(slices: SliceDataset, tmp_path: Path, tiny_config: ModelConfig) -> None:
+    def settings(max_steps: int) -> TrainConfig:
+        return TrainConfig(epochs=5, batch_size=2, max_steps=max_steps, checkpoint_every=100)
 
-    first = run_stage(GanTask(MODEL, TrainConfig(), CPU), slices, settings(3), tmp_path, _log(tmp_path), None, StopRequest())
+    first = run_stage(
+        GanTask(tiny_config, TrainConfig(), CPU), slices, _all(slices), settings(3), tmp_path, _log(tmp_path), None, StopRequest()
+    )
     assert first.completed and first.step == 3
-    again = run_stage(GanTask(MODEL, TrainConfig(), CPU), slices, settings(3), tmp_path, _log(tmp_path), None, StopRequest())
+    again = run_stage(
+        GanTask(tiny_config, TrainConfig(), CPU), slices, _all(slices), settings(3), tmp_path, _log(tmp_path), None, StopRequest()
+    )
     assert again.step == 3  # nothing more to do
-    longer = run_stage(GanTask(MODEL, TrainConfig(), CPU), slices, settings(5), tmp_path, _log(tmp_path), None, StopRequest())
+    longer = run_stage(
+        GanTask(tiny_config, TrainConfig(), CPU), slices, _all(slices), settings(5), tmp_path, _log(tmp_path), None, StopRequest()
+    )
     assert longer.completed and longer.step == 5
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
@@ -191,30 +199,43 @@ def test_a_finished_stage_continues_when_its_budget_grows(slices: SliceDataset, 
     assert stage_seconds(tmp_path, "stage2") == 0.0
 
 
-def test_a_stopped_stage_ended_by_a_lower_budget_is_validated(slices: SliceDataset, tmp_path: Path) -> None:
+def test_a_stopped_stage_ended_by_a_lower_budget_is_validated(
+    slices: SliceDataset, tmp_path: Path, tiny_config: ModelConfig
+) -> None:
     """Stopped at step 2 of 6, then resumed with --max-steps 2: the stage ends there and its
     final weights are validated (and become the best checkpoint) instead of going unscored."""
 
-    def settings(max_steps: int) -> StageSettings:
-        return StageSettings(
-            epochs=5, batch_size=2, max_steps=max_steps, lr_schedule="constant", decay_start=0.5,
-            checkpoint_every=100, validate_every=0, seed=0, num_workers=0,
-        )  # fmt: skip
+    def settings(max_steps: int) -> TrainConfig:
+        return TrainConfig(epochs=5, batch_size=2, max_steps=max_steps, checkpoint_every=100)
 
     def validate(task: GanTask) -> dict[str, float]:
         return {"score": float(next(task.generator.parameters()).detach().abs().sum())}
 
     stopping = _stop_after(2)
     with pytest.raises(TrainingStopped, match="step 2"):
-        run_stage(GanTask(MODEL, TrainConfig(), CPU), slices, settings(6), tmp_path, _log(tmp_path), validate, stopping)
+        run_stage(
+            GanTask(tiny_config, TrainConfig(), CPU),
+            slices,
+            _all(slices),
+            settings(6),
+            tmp_path,
+            _log(tmp_path),
+            validate,
+            stopping,
+        )
     assert not (tmp_path / "stage1_best.pt").exists()
-    task = GanTask(MODEL, TrainConfig(), CPU)
-    ended = run_stage(task, slices, settings(2), tmp_path, _log(tmp_path), validate, StopRequest())
+    task = GanTask(tiny_config, TrainConfig(), CPU)
+    ended = run_stage(task, slices, _all(slices), settings(2), tmp_path, _log(tmp_path), validate, StopRequest())
     assert ended.completed and ended.step == 2
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [(r["kind"], r["step"]) for r in records] == [("train", 1), ("train", 2), ("val", 2)]
     assert records[-1]["score"] == pytest.approx(validate(task)["score"])
     assert torch.load(tmp_path / "stage1_best.pt", weights_only=True)["counters"]["step"] == 2
+
+
+def _all(dataset: SliceDataset) -> EpochSampler:
+    """Every sample of ``dataset`` once per epoch, shuffled (a run of one dataset folder)."""
+    return EpochSampler([len(dataset)], [1.0], seed=0, stage="stage1")
 
 
 def _stop_after(steps: int) -> StopRequest:
@@ -230,9 +251,10 @@ def _log(folder: Path) -> MetricsLog:
     return MetricsLog(folder / "log.jsonl")
 
 
-def _train_command(data: Path, out: Path, *extra: str) -> list[str]:
+def _train_command(data: Path, out: Path, networks: Path, *extra: str) -> list[str]:
+    """``regc2p train`` of the networks of model file ``networks`` (tiny ones, for speed)."""
     return [
-        sys.executable, "-m", "RegC2PLib", "train", "--data", str(data), "--out", str(out), "--image-size", str(SIZE),
+        sys.executable, "-m", "RegC2PLib", "train", "--data", str(data), "--out", str(out), "--init-from", str(networks),
         "--epochs", "1", "--refiner-epochs", "1", "--max-steps", "6", "--checkpoint-every", "2", "--progress", "none", *extra,
     ]  # fmt: skip
 
@@ -258,13 +280,15 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_weights(dataset: Path, tmp_path: Path) -> None:
+def test_killed_run_resumes_to_the_same_weights(dataset: Path, tmp_path: Path, tiny_model_file: Path) -> None:
     """A real process killed (SIGKILL) right after its first checkpoint, then --resume, ends
     with exactly the weights of an uninterrupted run (same data, seed and thread count)."""
-    subprocess.run(_train_command(dataset, tmp_path / "whole"), check=True, env=_env(), capture_output=True)
+    subprocess.run(_train_command(dataset, tmp_path / "whole", tiny_model_file), check=True, env=_env(), capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_train_command(dataset, killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        _train_command(dataset, killed, tiny_model_file), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _wait_for(killed / "checkpoints" / "stage1_last.pt", process)
     process.kill()
     process.wait()
@@ -291,10 +315,10 @@ def test_killed_run_resumes_to_the_same_weights(dataset: Path, tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_keeps_a_checkpoint(dataset: Path, tmp_path: Path) -> None:
+def test_ctrl_c_stops_cleanly_and_keeps_a_checkpoint(dataset: Path, tmp_path: Path, tiny_model_file: Path) -> None:
     out = tmp_path / "run"
     process = subprocess.Popen(
-        _train_command(dataset, out, "--stage", "1", "--max-steps", "500"),
+        _train_command(dataset, out, tiny_model_file, "--stage", "1", "--max-steps", "500"),
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -311,27 +335,27 @@ def test_ctrl_c_stops_cleanly_and_keeps_a_checkpoint(dataset: Path, tmp_path: Pa
     assert not (out / "model.safetensors").exists()
 
 
-def test_train_refuses_bad_run_folders(dataset: Path, tmp_path: Path) -> None:
+def test_train_refuses_bad_run_folders(dataset: Path, tmp_path: Path, tiny_config: ModelConfig) -> None:
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("keep me")
-    options = RunOptions(dataset, occupied, MODEL, TrainConfig(max_steps=1))
+    options = RunOptions(occupied, dataset, tiny_config, TrainConfig(max_steps=1))
     with pytest.raises(InputError, match="already exists and is not empty; use --resume"):
         train(options)
     assert (occupied / "notes.txt").read_text() == "keep me"
     with pytest.raises(InputError, match="not a RegC2P run folder"):
-        train(RunOptions(None, tmp_path / "nothing", MODEL, TrainConfig(), resume=True))
+        train(RunOptions(tmp_path / "nothing", resume=True))
     with pytest.raises(InputError, match="--stage 2 needs a run whose stage 1 is trained"):
-        train(RunOptions(dataset, tmp_path / "new", MODEL, TrainConfig(stage="2")))
+        train(RunOptions(tmp_path / "new", dataset, tiny_config, TrainConfig(stage="2")))
     with pytest.raises(InputError, match="does not exist"):
-        train(RunOptions(tmp_path / "missing", tmp_path / "new2", MODEL, TrainConfig()))
+        train(RunOptions(tmp_path / "new2", tmp_path / "missing", tiny_config, TrainConfig()))
 
 
-def test_init_from_starts_g_and_f_from_a_model_file(dataset: Path, tmp_path: Path, capsys) -> None:
+def test_init_from_starts_g_and_f_from_a_model_file(dataset: Path, tmp_path: Path, capsys, tiny_config: ModelConfig) -> None:
     """Fine-tuning: with learning rates 0 the run's model is exactly the --init-from model, which
     is copied into the run, so stage 2 started by a later resume no longer needs the original."""
     start = tmp_path / "start.safetensors"
-    save_model(start, new_model(MODEL, seed=3))
+    save_model(start, new_model(tiny_config, seed=3))
     out = tmp_path / "run"
     argv = ["train", "--data", str(dataset), "--out", str(out), "--init-from", str(start), "--stage", "1"]
     argv += ["--max-steps", "1", "--epochs", "1", "--refiner-epochs", "1", "--lr", "0", "--refiner-lr", "0"]
@@ -346,21 +370,23 @@ def test_init_from_starts_g_and_f_from_a_model_file(dataset: Path, tmp_path: Pat
     trained, initial = _tensors(out / "model.safetensors"), _tensors(out / "init.safetensors")
     for key in initial:
         assert torch.equal(trained[key], initial[key]), key
-    fresh = new_model(MODEL, seed=0).generator.state_dict()
+    fresh = new_model(tiny_config, seed=0).generator.state_dict()
     assert any(not torch.equal(fresh[k], trained[f"generator.{k}"]) for k in fresh)  # not the seed's random init
 
-    save_model(start, new_model(MODEL, seed=3))
-    with pytest.raises(InputError, match="holds a small network of 64 px slices, not the small network of 128 px"):
-        train(RunOptions(dataset, tmp_path / "other", preset("small"), TrainConfig(init_from=str(start))))
+    save_model(start, new_model(tiny_config, seed=3))
+    with pytest.raises(InputError, match="holds other networks than this run asks for: generator GeneratorConfig"):
+        train(RunOptions(tmp_path / "other", dataset, preset("small"), TrainConfig(init_from=str(start))))
     assert not (tmp_path / "other").exists()
 
 
-def test_keep_last_takes_each_stages_last_weights_instead_of_the_best(dataset: Path, tmp_path: Path, capsys) -> None:
+def test_keep_last_takes_each_stages_last_weights_instead_of_the_best(
+    dataset: Path, tmp_path: Path, capsys, tiny_model_file: Path
+) -> None:
     """Stage 1 keeps its best validated G by default; ``--resume --stage 2 --keep last`` trains
     F on the last stage-1 G and puts the last G and F in the model file."""
     out = tmp_path / "run"
-    argv = ["train", "--data", str(dataset), "--out", str(out), "--image-size", str(SIZE), "--stage", "1"]
-    argv += ["--epochs", "1", "--refiner-epochs", "1", "--max-steps", "5", "--validate-every", "1", "--lr", "0.02"]
+    argv = ["train", "--data", str(dataset), "--out", str(out), "--init-from", str(tiny_model_file), "--stage", "1"]
+    argv += ["--epochs", "1", "--refiner-epochs", "1", "--max-steps", "5", "--validate-every", "1", "--lr", "0.1"]
     assert main([*argv, "--refiner-lr", "0.02", "--progress", "none"]) == 0
 
     def checkpoint(name: str) -> dict:
@@ -385,26 +411,31 @@ def test_keep_last_takes_each_stages_last_weights_instead_of_the_best(dataset: P
     assert checkpoint("stage2_last.pt")["counters"]["step"] == 5
 
 
-def test_validation_scores_the_lesions_of_the_validation_studies(dataset: Path, tmp_path: Path) -> None:
-    """The lesion maps of the phantoms reach validation on the model grid (here the CT grid
-    itself, 64 px), so the lesion SUVmax error is measured during training, not NaN."""
-    data = prepare_data(dataset, tmp_path, MODEL, seed=0, need_windows=False)
+def test_validation_scores_the_lesions_of_the_validation_studies(dataset: Path, tmp_path: Path, tiny_config: ModelConfig) -> None:
+    """The lesion maps of the phantoms reach validation on the model grid (the body-centred
+    canvas, nearest neighbour), so the lesion SUVmax error is measured during training, not NaN."""
+    data = prepare_data([DataSource(dataset)], tmp_path, tiny_config, seed=0, need_windows=False)
     studies = {s.name: s for s in discover_studies(dataset)[0]}
     torch.manual_seed(0)
-    task = GanTask(MODEL, TrainConfig(), CPU)
+    task = GanTask(tiny_config, TrainConfig(), CPU)
     errors = []
     for volume in data.val_volumes:
-        native = sitk.GetArrayFromImage(load_study(studies[volume.name]).lesions)
+        loaded = load_study(studies[volume.name])
+        ct = sitk.GetArrayFromImage(loaded.ct)
+        box = in_plane_box(body_mask(ct, loaded.ct.GetSpacing()[::-1]))
+        grid = SliceGrid.for_model(ct.shape[1:], loaded.ct.GetSpacing()[1::-1], tiny_config, box)
+        native = torch.from_numpy(sitk.GetArrayFromImage(loaded.lesions).astype(np.float32))
         assert volume.lesions is not None and volume.lesions.dtype == np.uint8
-        assert np.array_equal(native, volume.lesions)  # every slice lies in the PET field of view here
+        # every slice lies in the PET field of view here
+        assert np.array_equal(grid.to_model(native, fill=0.0, labels=True).numpy().astype(np.uint8), volume.lesions)
         with torch.no_grad():
             pred = network_to_pet(
-                task.generator(torch.from_numpy(np.asarray(volume.ct, np.float32))[:, None])[:, 0].numpy(), MODEL.intensity
+                task.generator(torch.from_numpy(np.asarray(volume.ct, np.float32))[:, None])[:, 0].numpy(), tiny_config.intensity
             )
-        ref = network_to_pet(np.asarray(volume.reference, np.float32), MODEL.intensity)
+        ref = network_to_pet(np.asarray(volume.reference, np.float32), tiny_config.intensity)
         errors += [abs(pred[volume.lesions == k].max() - ref[volume.lesions == k].max()) for k in np.unique(volume.lesions) if k]
     assert errors
-    scores = make_validator(data.val_volumes, MODEL, CPU, refine=False)(task)
+    scores = make_validator(data.val_volumes, tiny_config, CPU, refine=False)(task)
     assert scores["n_lesions"] == len(errors)
     assert scores["lesion_suvmax_error"] == pytest.approx(np.mean(errors), rel=1e-4)
 
@@ -419,11 +450,13 @@ def test_oversampled_lesions_reach_their_share_and_every_sample_stays() -> None:
         TrainConfig(lesion_fraction=1.0)
 
 
-def test_lesion_fraction_repeats_the_training_slices_that_show_a_lesion(dataset: Path, tmp_path: Path) -> None:
+def test_lesion_fraction_repeats_the_training_slices_that_show_a_lesion(
+    dataset: Path, tmp_path: Path, tiny_config: ModelConfig
+) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    plain = prepare_data(dataset, tmp_path / "a", MODEL, seed=0, need_windows=False)
-    data = prepare_data(dataset, tmp_path / "b", MODEL, seed=0, need_windows=False, lesion_fraction=0.6)
+    plain = prepare_data([DataSource(dataset)], tmp_path / "a", tiny_config, seed=0, need_windows=False)
+    data = prepare_data([DataSource(dataset)], tmp_path / "b", tiny_config, seed=0, need_windows=False, lesion_fraction=0.6)
     train_names = json.loads((tmp_path / "b" / "split.json").read_text())["train"]
     # Which slices show a lesion, read from the lesion maps themselves (every slice is in the PET view here).
     shown = np.concatenate(
@@ -435,13 +468,13 @@ def test_lesion_fraction_repeats_the_training_slices_that_show_a_lesion(dataset:
     )
     n, lesion = len(shown), np.flatnonzero(shown)
     assert len(plain.slices) == n and 0 < len(lesion) < 0.6 * n
-    indices = np.asarray(data.slices.dataset.indices)
-    assert sorted(set(indices.tolist())) == list(range(n))
+    indices = np.asarray(data.slice_sampler.indices(0))
+    assert sorted(set(indices.tolist())) == list(range(n)) and len(indices) == data.slice_sampler.length
     assert 0.6 <= np.isin(indices, lesion).mean() < 0.6 + 1 / len(indices)
     assert f"lesion slices: {len(lesion)} of {n}" in data.summary
 
 
-def test_slice_layout_trains_stage1_and_refuses_stage2(tmp_path: Path) -> None:
+def test_slice_layout_trains_stage1_and_refuses_stage2(tmp_path: Path, tiny_config: ModelConfig) -> None:
     rng = np.random.default_rng(0)
     for subset, n in (("train", 4), ("val", 2)):
         for side in ("A", "B"):
@@ -450,35 +483,34 @@ def test_slice_layout_trains_stage1_and_refuses_stage2(tmp_path: Path) -> None:
             ct = rng.uniform(-1, 1, (SIZE, SIZE)).astype(np.float32)
             np.save(tmp_path / "npy" / subset / "A" / f"p1_{i}.npy", ct)
             np.save(tmp_path / "npy" / subset / "B" / f"p1_{i}.npy", np.clip(ct, -1, 0))
-    model = train(RunOptions(tmp_path / "npy", tmp_path / "run", MODEL, TrainConfig(stage="1", max_steps=2, epochs=1)))
+    model = train(RunOptions(tmp_path / "run", tmp_path / "npy", tiny_config, TrainConfig(stage="1", max_steps=2, epochs=1)))
     assert load_model(model).refiner is None
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in records] == ["train", "train", "val"]
     with pytest.raises(InputError, match="only supports --stage 1"):
-        train(RunOptions(tmp_path / "npy", tmp_path / "run2", MODEL, TrainConfig(max_steps=2, epochs=1)))
+        train(RunOptions(tmp_path / "run2", tmp_path / "npy", tiny_config, TrainConfig(max_steps=2, epochs=1)))
     with pytest.raises(InputError, match="needs studies with a lesions map"):
-        train(RunOptions(tmp_path / "npy", tmp_path / "run3", MODEL, TrainConfig(stage="1", lesion_fraction=0.5)))
+        train(RunOptions(tmp_path / "run3", tmp_path / "npy", tiny_config, TrainConfig(stage="1", lesion_fraction=0.5)))
 
 
 def test_evaluation_matches_a_hand_computation() -> None:
     """pred = reference + 1 SUV except a lesion 3 SUV too low; SUV MAE in the body, lesion
     SUVmax error and the paper-scale MAE (32767 · mean |Δ| / SUVmax) by hand."""
     intensity = IntensityConfig(pet_suv_max=20.0)
-    ct = np.full((6, 32, 32), -1000.0)
-    ct[:, 8:24, 8:24] = 40.0
-    reference = np.zeros_like(ct)
+    reference = np.zeros((6, 32, 32))
     reference[:, 8:24, 8:24] = 2.0
-    lesions = np.zeros(ct.shape, np.uint8)
+    lesions = np.zeros(reference.shape, np.uint8)
     lesions[2:4, 12:15, 12:15] = 1
     reference[lesions == 1] = 9.0
     pred = reference + 1.0
     pred[lesions == 1] = 6.0
-    scores = score_volume("hand", pred, reference, ct, intensity, lesions)
-    body = np.zeros(ct.shape, bool)
+    body = np.zeros(reference.shape, bool)
     body[:, 8:24, 8:24] = True
+    scores = score_volume("hand", pred, reference, body, intensity, lesions)
     expected_mae = np.abs(pred - reference)[body].mean()
     assert scores.suv.mae_body == pytest.approx(expected_mae)
     assert scores.suv.lesion_suvmax_error == pytest.approx(3.0)
+    assert scores.suv.lesion_suvmean_error == pytest.approx(3.0)  # every lesion voxel 3 SUV low
     assert scores.suv.lesion_suvmax_bias == pytest.approx(-3.0)
     # [0, 1] paper scale = SUV / 20 here; per-slice means of equal-sized slices = global mean
     assert scores.paper.mae == pytest.approx(32767.0 * np.abs(pred - reference).mean() / 20.0)

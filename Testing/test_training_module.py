@@ -306,6 +306,13 @@ def test_batch_script_trains_from_volume_files_and_reports_errors(cases, tmp_pat
     assert json.loads((tuned / "run.json").read_text())["init"]["from"] == str(run / "model.safetensors")
     assert batch.main(["--out", str(tuned), "--resume", "--keep", "last", "--max-steps", "2"]) == 0, capsys.readouterr().err
     assert json.loads((tuned / "run.json").read_text())["resumes"][-1]["overrides"] == {"max_steps": 2, "keep": "last"}
+    # Two weighted dataset folders, as regc2p train takes them; a missing one is refused before anything is written.
+    pairs = tmp_path / "pairs"
+    mixed = tmp_path / "mixed"
+    assert batch.main(["--data", f"a={pairs}", f"b={pairs}:3", "--out", str(mixed), *budget]) == 0, capsys.readouterr().err
+    assert [(d["name"], d["weight"]) for d in json.loads((mixed / "run.json").read_text())["data"]] == [("a", 1.0), ("b", 3.0)]
+    assert batch.main(["--data", str(pairs), str(tmp_path / "nowhere"), "--out", str(tmp_path / "m2"), *budget]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err and not (tmp_path / "m2").exists()
     assert batch.main(["--data", str(tmp_path / "pairs"), "--out", str(run), *budget]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("regc2p: error: run folder")
     assert batch.main(["--pair", pair_args[1], "--out", str(tmp_path / "r2")]) == 2

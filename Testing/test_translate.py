@@ -110,8 +110,9 @@ class _CoverageProbe(torch.nn.Module):
 
 
 @pytest.mark.parametrize(("shape_yx", "spacing_xy"), [((40, 48), (0.5, 1.0)), ((40, 48), (1.0, 0.5)), ((30, 30), (0.6, 1.8))])
-def test_network_sees_physical_aspect_ratio(shape_yx, spacing_xy, small_config) -> None:
-    """The model grid holds the slice's physical field of view with square pixels."""
+def test_network_sees_the_slice_at_the_models_pixel_size(shape_yx, spacing_xy, small_config) -> None:
+    """The model grid holds the slice resampled to square pixels of the model's pixel size
+    (its physical extent in mm over ``pixel_mm``), whatever the CT's own pixels."""
     ny, nx = shape_yx
     hu = np.full((3, ny, nx), -1000, dtype=np.int16)
     hu[:, ny // 4 : -ny // 4, nx // 4 : -nx // 4] = 40
@@ -119,11 +120,11 @@ def test_network_sees_physical_aspect_ratio(shape_yx, spacing_xy, small_config) 
     ct.SetSpacing((*spacing_xy, 2.0))
     probe = LoadedModel(small_config, _CoverageProbe(), None)
     pet = _array(translate_volume(ct, probe, NONE))
-    size = small_config.image_size
-    extent_y, extent_x = ny * spacing_xy[1], nx * spacing_xy[0]
-    pixel = max(extent_y, extent_x) / size
-    expected = round(extent_y / pixel) * round(extent_x / pixel) / size**2
-    np.testing.assert_allclose(pet, expected * small_config.intensity.pet_suv_max, rtol=1e-5)
+    size, pixel = small_config.image_size, small_config.pixel_mm
+    expected = round(ny * spacing_xy[1] / pixel) * round(nx * spacing_xy[0] / pixel) / size**2
+    body = hu > -500
+    np.testing.assert_allclose(pet[body], expected * small_config.intensity.pet_suv_max, rtol=1e-4)
+    assert (pet[~body] == 0.0).all()  # outside the body mask
 
 
 @pytest.mark.parametrize("refine", ["none", "non-overlap", "overlap"])

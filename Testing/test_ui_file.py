@@ -39,6 +39,7 @@ EXPECTED_CLASSES = {
     "petColorComboBox": "QComboBox",
     "suvMinSpinBox": "QDoubleSpinBox",
     "suvMaxSpinBox": "QDoubleSpinBox",
+    "exportDicomButton": "QPushButton",
     "applyButton": "QPushButton",  # .text toggles Apply/Cancel
     "progressBar": "QProgressBar",  # .value in 0..1000
     "statusLabel": "QLabel",

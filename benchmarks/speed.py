@@ -270,7 +270,7 @@ def volume_rows(name: str, n: int, ct_size: int) -> list[Row]:
     model = bench_model(name)
     ct = _synthetic_ct(n, ct_size)
     options = TranslationOptions(refine="overlap", device="cpu")
-    window, stride = options.window_and_stride(model.config)
+    window, stride = options.validate(model.config)
     translate_volume(_synthetic_ct(2, ct_size), model, options)  # warm-up
     t_ref, ref = timed(lambda: reference_translate(ct, model, window, stride))
     t_ours, pet = timed(lambda: translate_volume(ct, model, options))
@@ -323,7 +323,7 @@ def tolerance_rows(name: str, n: int) -> tuple[list[Row], str]:
     suv_max = model.config.intensity.pet_suv_max
     base = TranslationOptions(refine="overlap", device="cpu")
     t32, f32 = timed(lambda: sitk.GetArrayFromImage(translate_volume(case.ct, model, base)))
-    window, stride = base.window_and_stride(model.config)
+    window, stride = base.validate(model.config)
     ref = reference_translate(case.ct, model, window, stride)
     candidates: list[tuple[str, Callable[[], np.ndarray]]] = [
         ("batched windows + batched G (adopted) vs reference loop", lambda: f32),
@@ -490,7 +490,7 @@ def write_markdown(path: Path, result: dict[str, Any], rows: list[Row]) -> None:
     lines = [
         "# Speed and memory benchmark",
         "",
-        "Written by `benchmarks/speed.py` (issue 6). Ours = the project's code path; reference = the",
+        "Written by `benchmarks/speed.py`. Ours = the project's code path; reference = the",
         "same networks driven the way RegGAN's test and training code drive them (one slice at a",
         "time, float32, autograd on at inference, refiner one window at a time, batch-1 training",
         "steps). Speed-up = reference time / our time. Times are single runs (wall clock).",

@@ -8,3 +8,4 @@ REFINE_MODES = ("overlap", "non-overlap", "none")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("float32", "bfloat16")
 MODEL_SUFFIX = ".safetensors"
+SUBSETS = ("train", "val", "test")  # the parts of a dataset split, by study

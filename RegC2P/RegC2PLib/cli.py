@@ -17,7 +17,7 @@ from . import __version__
 from .errors import RegC2PError, one_line
 
 # Sub-command modules, in the order the help lists them (pipeline order).
-COMMANDS = ("demo", "phantom", "train", "translate", "evaluate")
+COMMANDS = ("demo", "phantom", "train", "translate", "evaluate", "devices")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:  # building the parser imports torch and SimpleITK (seconds): Ctrl-C may come then too
+    try:  # each command imports torch and SimpleITK when it runs (seconds): Ctrl-C may come then too
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except RegC2PError as exc:

@@ -1,27 +1,36 @@
 """Model configuration: one object that decides every width, depth and scale.
 
 A :class:`ModelConfig` travels inside every model file, so a file always rebuilds
-exactly the networks it holds and normalises intensities the way they were trained.
-Two presets exist:
+exactly the networks it holds, sees tissue at the physical scale it was trained at and
+normalises intensities the way it was trained. Two presets exist:
 
 * ``paper`` — the published sizes (RegGAN's generator, registration network and
-  discriminator at 256×256; about 97 GFLOP per slice for G).
-* ``small`` — for CPUs, tests and the demo: 128×128 slices, 16 base channels, six
-  residual blocks (1.1 GFLOP per 128×128 slice for G, 0.7 GFLOP per slice for F;
-  ``paper``: 97.5 and 10.9 GFLOP per 256×256 slice, measured with torch's FlopCounterMode).
+  discriminator at 256×256; about 97 GFLOP per slice for G), 1.95 mm pixels.
+* ``small`` — for CPUs, tests and the demo: 128×128 slices of 3.9 mm pixels, 16 base
+  channels, six residual blocks (1.1 GFLOP per 128×128 slice for G, 0.7 GFLOP per slice
+  for F; ``paper``: 97.5 and 10.9 GFLOP per 256×256 slice, measured with torch's
+  FlopCounterMode).
+
+Physical scale: every slice is resampled in-plane to ``pixel_mm`` millimetres per pixel
+before the networks see it (as nnU-Net resamples every case to one spacing), so a thigh
+is the same number of pixels in a 13 cm crop and in a 50 cm whole-body CT. The model
+grid is ``image_size`` pixels square (both presets cover about 50 cm), centred on the
+body; a body wider than that gets a larger grid (the networks are fully convolutional);
+see :mod:`.slice_grid`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import values
 from .errors import ModelFileError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: physical scale (pixel_mm); format 1 stretched each slice's field of view onto the grid
 # Bounds on every size in a configuration: far above the presets (paper: 64 channels,
 # 9 blocks), low enough that no configuration can ask for absurd weights. The slice size
 # is bounded only loosely: what limits it in practice is memory, estimated before each job.
@@ -43,7 +52,7 @@ def _channels(name: str, widths: object, max_levels: int = MAX_LEVELS) -> None:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """CycleGAN-style ResNet generator G (DESIGN.md §2)."""
+    """CycleGAN-style ResNet generator G (docs/method.md §2)."""
 
     base_channels: int = 64
     n_downsampling: int = 2
@@ -127,10 +136,14 @@ class IntensityConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild the networks and pre/post-process volumes."""
+    """Everything needed to rebuild the networks and pre/post-process volumes.
 
-    preset: str = "paper"
+    ``image_size`` M: the side of the model grid in pixels (training slices are M×M);
+    ``pixel_mm``: the in-plane size of one grid pixel in mm.
+    """
+
     image_size: int = 256
+    pixel_mm: float = 1.95
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
@@ -145,30 +158,53 @@ class ModelConfig:
         """A copy with some top-level fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def preset_name(self) -> str:
+        """The name of the preset this configuration is, else ``custom``."""
+        return next((name for name, cfg in PRESETS.items() if cfg == self), "custom")
+
+    @property
+    def size_multiple(self) -> int:
+        """Grid sides must be divisible by this (G's down-sampling and F's in-plane pooling)."""
+        return math.lcm(2**self.generator.n_downsampling, 2 ** (len(self.refiner.channels) - 1))
+
+    def same_networks(self, other: ModelConfig) -> bool:
+        """Whether ``other`` has G and F of the same shapes (its weights fit these networks)."""
+        return self.generator == other.generator and self.refiner.channels == other.refiner.channels
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Rebuild from :meth:`to_dict` output; unknown or missing keys are errors."""
+    def from_dict(cls, data: dict[str, Any], fine_tuning: bool = False) -> ModelConfig:
+        """Rebuild from :meth:`to_dict` output; unknown or missing keys are errors.
+
+        Format 1 (before physical scale) is refused, except with ``fine_tuning``, where only
+        its network sizes matter: it then reads as a format-2 config with the grid of the
+        same-sized preset (or ``LEGACY_FIELD_OF_VIEW_MM`` / ``image_size``).
+        """
+        legacy = isinstance(data, dict) and data.get("format_version") == 1
+        if legacy and not fine_tuning:
+            raise ModelFileError(
+                "the model was made by an older RegC2P (format 1), which stretched each slice's field of view onto its "
+                "grid, so its physical scale is unknown; fine-tune it into a current model (regc2p train --init-from FILE)"
+            )
         try:
-            return _from_dict(cls, data)
+            return _from_dict(cls, _upgrade_format_1(data) if legacy else data)
         except (TypeError, ValueError, KeyError) as exc:
             raise ModelFileError(
                 f"model configuration is invalid ({exc}); re-export the model with this version of RegC2P"
             ) from exc
 
     @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
+    def from_json(cls, text: str, fine_tuning: bool = False) -> ModelConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ModelFileError(f"model configuration is not valid JSON ({exc.msg})") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(data, fine_tuning)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.preset, str) or not 0 < len(self.preset) <= 64:
-            raise ValueError(f"preset must be a short name (got {self.preset!r})")
         for name, part, kind in (
             ("generator", self.generator, GeneratorConfig),
             ("registration", self.registration, RegistrationConfig),
@@ -187,8 +223,28 @@ class ModelConfig:
                 f"image_size {self.image_size} is too small for a registration network with "
                 f"{len(self.registration.down_channels)} poolings; use at least {2 ** (len(self.registration.down_channels) + 1)}"
             )
+        values.finite("pixel_mm", self.pixel_mm, 0.1, 20.0)
         if isinstance(self.format_version, bool) or self.format_version != FORMAT_VERSION:
             raise ValueError(f"format version {self.format_version} is not supported (expected {FORMAT_VERSION})")
+
+
+def model_differences(a: ModelConfig, b: ModelConfig, names: tuple[str, ...] = ()) -> list[str]:
+    """``"<field> <a's value>, not <b's>"`` for each top-level field (of ``names``, default all) where ``a`` and ``b`` differ."""
+    fields = names or tuple(f.name for f in dataclasses.fields(a))
+    return [f"{name} {getattr(a, name)}, not {getattr(b, name)}" for name in fields if getattr(a, name) != getattr(b, name)]
+
+
+# Format-1 models were trained on whole-body phantoms 520 mm wide, fitted to their grid.
+LEGACY_FIELD_OF_VIEW_MM = 520.0
+
+
+def _upgrade_format_1(data: dict[str, Any]) -> dict[str, Any]:
+    upgraded = {k: v for k, v in data.items() if k != "preset"}
+    same_size = [cfg for cfg in PRESETS.values() if cfg.image_size == upgraded.get("image_size")]
+    size = upgraded.get("image_size") or 1
+    upgraded["pixel_mm"] = same_size[0].pixel_mm if same_size else LEGACY_FIELD_OF_VIEW_MM / float(size)
+    upgraded["format_version"] = FORMAT_VERSION
+    return upgraded
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -217,8 +273,8 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(),
     "small": ModelConfig(
-        preset="small",
         image_size=128,
+        pixel_mm=3.9,
         generator=GeneratorConfig(base_channels=16, n_downsampling=2, n_residual_blocks=6),
         registration=RegistrationConfig(
             down_channels=(16, 32, 32, 32, 32),

@@ -8,17 +8,18 @@ are means over studies, lesion figures over all lesions).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import SimpleITK as sitk
 
+from .body import body_mask
 from .config import IntensityConfig
-from .data.samples import MIN_COVERAGE
-from .data.studies import Study, load_study
+from .data.studies import MIN_COVERAGE, Study, load_study
 from .inference import TranslationOptions, translate_volume
 from .intensity import pet_to_network
-from .metrics import PaperMetrics, SuvMetrics, body_mask, paper_metrics, suv_metrics
+from .metrics import PaperMetrics, SuvMetrics, paper_metrics, suv_metrics
 from .model_file import LoadedModel
 from .progress import ProgressCallback, no_progress
 from .volume_io import array_view
@@ -44,17 +45,17 @@ def score_volume(
     study: str,
     pred_suv: np.ndarray,
     ref_suv: np.ndarray,
-    ct_hu: np.ndarray,
+    body: np.ndarray,
     intensity: IntensityConfig,
     lesions: np.ndarray | None = None,
 ) -> VolumeScores:
     """Scores of a predicted PET (z, y, x) in SUV against the reference on the same grid.
 
     Paper scale: both volumes mapped to the network scale with the model's SUV range;
-    SUV figures inside the body mask of the CT (HU).
+    SUV figures inside ``body`` (the CT's :func:`~RegC2PLib.body.body_mask`).
     """
     paper = paper_metrics(pet_to_network(pred_suv, intensity), pet_to_network(ref_suv, intensity))
-    return VolumeScores(study, paper, suv_metrics(pred_suv, ref_suv, body_mask(ct_hu), lesions))
+    return VolumeScores(study, paper, suv_metrics(pred_suv, ref_suv, body, lesions))
 
 
 def summarize(scores: Sequence[VolumeScores]) -> dict[str, float]:
@@ -78,46 +79,44 @@ def summarize(scores: Sequence[VolumeScores]) -> dict[str, float]:
         "interslice": float(np.nanmean([s.suv.interslice for s in scores])),
         "lesion_suvmax_error": weighted([s.suv.lesion_suvmax_error for s in scores], lesions),
         "lesion_suvmax_bias": weighted([s.suv.lesion_suvmax_bias for s in scores], lesions),
+        "lesion_suvmean_error": weighted([s.suv.lesion_suvmean_error for s in scores], lesions),
         "n_studies": len(scores),
         "n_slices": int(slices.sum()),
         "n_lesions": int(lesions.sum()),
     }
 
 
-def format_table(rows: dict[str, dict[str, float]], with_paper: bool = False) -> str:
+def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A Markdown table in the paper's format plus the physical figures."""
     lines = [
-        "| model | MAE ↓ | SSIM ↑ | PSNR ↑ | SUV MAE body ↓ | SUV bias body | lesion SUVmax err ↓ | inter-slice ↓ |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | MAE ↓ | SSIM ↑ | PSNR ↑ | SUV MAE body ↓ | SUV bias body | lesion SUVmax err ↓ | "
+        "lesion SUVmean err ↓ | inter-slice ↓ |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         lines.append(
             f"| {name} | {r['mae']:.2f} | {r['ssim']:.4f} | {r['psnr']:.2f} | {r['suv_mae_body']:.3f} | "
-            f"{r['suv_bias_body']:+.3f} | {r['lesion_suvmax_error']:.2f} | {r['interslice']:.4f} |"
+            f"{r['suv_bias_body']:+.3f} | {r['lesion_suvmax_error']:.2f} | {r['lesion_suvmean_error']:.2f} | "
+            f"{r['interslice']:.4f} |"
         )
-    if with_paper:
-        for name, (mae, ssim, psnr) in PAPER_TABLE.items():
-            lines.append(f"| paper: {name} | {mae:.2f} | {ssim:.4f} | {psnr:.2f} | – | – | – | – |")
     return "\n".join(lines)
 
 
 def evaluate_study(
     study: Study, model: LoadedModel, options: TranslationOptions, progress: ProgressCallback = no_progress
 ) -> VolumeScores:
-    """Translate one study's CT and score it against its aligned PET (else its PET).
+    """Translate one study's CT and score it against its aligned PET (else its PET) (see :func:`score_study`)."""
+    return score_study(study, lambda ct: translate_volume(ct, model, options, progress), model.config.intensity)
 
-    Scored on the CT grid, over the CT slices at least half inside the PET field of view.
-    """
+
+def score_study(study: Study, predict: Callable[[sitk.Image], sitk.Image], intensity: IntensityConfig) -> VolumeScores:
+    """Score ``predict(CT)`` (a PET in SUV on the CT's grid, for any predictor: a model, a
+    baseline) against the study's aligned PET (else its PET), on the CT grid, over the CT
+    slices at least half inside the PET field of view."""
     loaded = load_study(study)
-    pred = translate_volume(loaded.ct, model, options, progress)
+    pred = predict(loaded.ct)
     keep = loaded.coverage >= MIN_COVERAGE
     reference = loaded.pet_aligned if loaded.pet_aligned is not None else loaded.pet
     lesions = array_view(loaded.lesions)[keep] if loaded.lesions is not None else None
-    return score_volume(
-        study.name,
-        array_view(pred)[keep],
-        array_view(reference)[keep],
-        array_view(loaded.ct)[keep],
-        model.config.intensity,
-        lesions,
-    )
+    body = body_mask(array_view(loaded.ct), loaded.ct.GetSpacing()[::-1])[keep]
+    return score_volume(study.name, array_view(pred)[keep], array_view(reference)[keep], body, intensity, lesions)

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from .atomic import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 CT_WINDOW_HU = (-160.0, 240.0)  # soft-tissue window (W 400, L 40)
 SUV_WINDOW = (0.0, 10.0)
 PET_MIN_SHOWN = 0.3  # SUV below this is transparent, as in a fused viewer
 
 
-def _overlay(ax: plt.Axes, ct: np.ndarray, pet: np.ndarray | None, aspect: float, title: str) -> None:
+def _overlay(ax: Axes, ct: np.ndarray, pet: np.ndarray | None, aspect: float, title: str) -> None:
     ax.imshow(ct, cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1], aspect=aspect, interpolation="bilinear")
     if pet is not None:
         shown = np.ma.masked_less(pet, PET_MIN_SHOWN)
@@ -45,12 +45,19 @@ def fused_figure(
 
     ``axial_levels`` are slice indices (z); the coronal view is row ``coronal_row`` (y;
     default: the middle), shown head up. Axial slices are shown as stored (LPS arrays:
-    the patient's right on the left of the image, anterior up).
+    the patient's right on the left of the image, anterior up). Needs matplotlib, which is
+    imported here only and drawn through its object API (no pyplot), so a host
+    application's plotting backend (e.g. Slicer's) is never changed.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     sz, sy, sx = (float(s) for s in spacing_zyx)
     rows = len(axial_levels) + 1
     cols = len(pets) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    fig = Figure(figsize=(2.6 * cols, 2.6 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
     y = ct.shape[1] // 2 if coronal_row is None else coronal_row
     for r, z in enumerate(axial_levels):
         _overlay(axes[r][0], ct[z], None, sy / sx, f"CT z={z}")
@@ -67,4 +74,3 @@ def fused_figure(
     fig.tight_layout(rect=(0.0, 0.0, 1.0, top))
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)

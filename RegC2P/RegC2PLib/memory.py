@@ -6,7 +6,8 @@ activations are counted on the meta device (shapes only, nothing allocated) and 
 by factors measured on this project's networks with ``ru_maxrss`` (float32, CPU;
 ``docs/reliability.md``): inference peaks at about 3.5-4.2x G's largest activation and
 0.56-0.66x the sum of F's; a stage-1 training step at 0.9-1.2x the sum of G's, R's and
-twice D's activations.
+twice D's activations. PyTorch is imported only by the estimates that build networks, so
+:func:`require_memory` also serves torch-free code (the phantom generator runs inside Slicer).
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from .config import ModelConfig, RegistrationConfig
 from .errors import ResourceError
-from .networks import Discriminator, Generator, Refiner, RegistrationNet
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from .config import ModelConfig
     from .training.config import TrainConfig
 
 GIB = 2**30
@@ -116,6 +115,8 @@ def require_memory(needed: float, job: str, advice: str) -> None:
 def activations(build: Callable[[], nn.Module], *shapes: Sequence[int], grad: bool = False) -> tuple[int, int]:
     """(sum, largest) bytes of the float32 outputs of every leaf module when the network
     ``build()`` runs on inputs of ``shapes`` — on the meta device: shapes only, no memory."""
+    import torch
+
     sizes: list[int] = []
     with torch.device("meta"), torch.set_grad_enabled(grad):
         net = build()
@@ -128,21 +129,32 @@ def activations(build: Callable[[], nn.Module], *shapes: Sequence[int], grad: bo
 
 def parameter_bytes(build: Callable[[], nn.Module]) -> int:
     """Bytes of the float32 parameters of ``build()``, counted on the meta device."""
+    import torch
+
     with torch.device("meta"):
         return sum(p.numel() for p in build().parameters()) * FLOAT32
 
 
 def translation_bytes(
-    config: ModelConfig, n_slices: int, n_voxels: int, batch_size: int, window: int | None, windows_per_batch: int
+    config: ModelConfig,
+    canvas: tuple[int, int],
+    n_slices: int,
+    n_voxels: int,
+    batch_size: int,
+    window: int | None,
+    windows_per_batch: int,
 ) -> float:
-    """Peak bytes of translating a CT of ``n_voxels`` voxels in ``n_slices`` axial slices:
-    the float32 output, the model-grid stack (three of them when refining: input, running
-    sum, average) and the larger of G's and F's activations; ``window`` None: no refiner."""
-    m = config.image_size
-    stacks = n_slices * m * m * FLOAT32 * (1 if window is None else 3)
-    peak = G_INFERENCE_PER_LARGEST * activations(lambda: Generator(config.generator), (batch_size, 1, m, m))[1]
+    """Peak bytes of translating a CT of ``n_voxels`` voxels in ``n_slices`` axial slices on a
+    model grid of ``canvas`` (H, W) pixels: the float32 output, the model-grid stack (three of
+    them when refining: input, running sum, average) and the larger of G's and F's
+    activations; ``window`` None: no refiner."""
+    from .networks import Generator, Refiner
+
+    h, w = canvas
+    stacks = n_slices * h * w * FLOAT32 * (1 if window is None else 3)
+    peak = G_INFERENCE_PER_LARGEST * activations(lambda: Generator(config.generator), (batch_size, 1, h, w))[1]
     if window is not None:
-        f_sum = activations(lambda: Refiner(config.refiner), (windows_per_batch, 1, min(window, n_slices), m, m))[0]
+        f_sum = activations(lambda: Refiner(config.refiner), (windows_per_batch, 1, min(window, n_slices), h, w))[0]
         peak = max(peak, F_INFERENCE_PER_SUM * f_sum)
     return n_voxels * FLOAT32 + stacks + peak
 
@@ -150,13 +162,17 @@ def translation_bytes(
 def training_bytes(model: ModelConfig, train: TrainConfig) -> float:
     """Peak bytes of a training step of the stages ``train`` runs: activations kept for the
     backward pass, plus weights, gradients and Adam's two moments (4x the parameters)."""
+    from .networks import Discriminator, Generator, Refiner, RegistrationNet
+
     m, b = model.image_size, train.batch_size
-    networks = [(lambda: Generator(model.generator), 1), (lambda: Discriminator(model.discriminator), 2)]
+    image = (b, 1, m, m)
+    # (network, its inputs, copies of its activations kept: D runs on the fake and the real PET)
+    networks = [(lambda: Generator(model.generator), (image,), 1), (lambda: Discriminator(model.discriminator), (image,), 2)]
     if train.mode == "regc2p":
-        networks.append((lambda: _Registration(model.registration), 1))
+        networks.append((lambda: RegistrationNet(model.registration), (image, image), 1))
     stage1 = sum(
-        TRAINING_PER_SUM * copies * activations(build, (b, 1, m, m), grad=True)[0] + 4 * parameter_bytes(build)
-        for build, copies in networks
+        TRAINING_PER_SUM * copies * activations(build, *inputs, grad=True)[0] + 4 * parameter_bytes(build)
+        for build, inputs, copies in networks
     )
     if train.stage == "1":
         return stage1
@@ -164,14 +180,3 @@ def training_bytes(model: ModelConfig, train: TrainConfig) -> float:
     frozen = 2 * G_INFERENCE_PER_LARGEST * activations(lambda: Generator(model.generator), (bf * s, 1, m, m))[1]  # G and R
     stage2 = TRAINING_PER_SUM * activations(lambda: Refiner(model.refiner), (bf, 1, s, m, m), grad=True)[0] + frozen
     return max(stage1, stage2) if train.stage == "all" else stage2
-
-
-class _Registration(nn.Module):
-    """R taking one stacked input, so :func:`activations` can feed it like the other networks."""
-
-    def __init__(self, cfg: RegistrationConfig) -> None:
-        super().__init__()
-        self.net = RegistrationNet(cfg)
-
-    def forward(self, pair: torch.Tensor) -> torch.Tensor:
-        return self.net(pair, pair)

@@ -1,13 +1,13 @@
 """Metrics: the paper's Table 1 ("paper scale") and the physical figures a clinic needs.
 
-Paper scale (DESIGN.md §3): PET on [0, 1] (the group's stored value / 32767, here
+Paper scale (docs/method.md §3): PET on [0, 1] (the group's stored value / 32767, here
 ``(x + 1) / 2`` of the network scale); per 2D slice, no body mask,
 ``MAE = 32767·mean|pred − gt|``, SSIM and PSNR as scikit-image computes them with
 ``data_range = 1`` (7×7 uniform window, sample covariance, K1 = 0.01, K2 = 0.03,
 a 3-pixel border excluded); then the mean over slices. SSIM is written here with torch
 (scikit-image is a test-only dependency; a test checks agreement to 1e-4).
 
-Physical scale: SUV MAE and bias inside a body mask, lesion SUVmax error, and the
+Physical scale: SUV MAE and bias inside a body mask, lesion SUVmax and SUVmean errors, and the
 inter-slice consistency ``mean |∂z(pred − gt)|`` (SUV per slice step) that the 3D
 refiner exists to lower.
 """
@@ -15,18 +15,18 @@ refiner exists to lower.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from .intensity import network_to_paper_scale
+
 PAPER_MAE_SCALE = 32767.0
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
-BODY_THRESHOLD_HU = -500.0
 
 
 def ssim_slices(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor, data_range: float = 1.0) -> np.ndarray:
@@ -69,8 +69,8 @@ class PaperMetrics:
 
 def paper_metrics(pred: np.ndarray, gt: np.ndarray) -> PaperMetrics:
     """Paper-scale metrics for network-scale [-1, 1] volumes (z, y, x)."""
-    p = (np.asarray(pred, dtype=np.float64) + 1.0) * 0.5
-    g = (np.asarray(gt, dtype=np.float64) + 1.0) * 0.5
+    p = network_to_paper_scale(np.asarray(pred, dtype=np.float64))
+    g = network_to_paper_scale(np.asarray(gt, dtype=np.float64))
     mae = PAPER_MAE_SCALE * np.abs(p - g).mean(axis=(1, 2))
     psnr = psnr_slices(p, g)
     finite = np.isfinite(psnr)
@@ -83,19 +83,6 @@ def paper_metrics(pred: np.ndarray, gt: np.ndarray) -> PaperMetrics:
     )
 
 
-def body_mask(ct_hu: np.ndarray) -> np.ndarray:
-    """Body of a CT (z, y, x) in HU: voxels above -500 HU, largest connected part, holes
-    (lungs, bowel gas) filled slice by slice."""
-    above = np.asarray(ct_hu) > BODY_THRESHOLD_HU
-    if not above.any():
-        return above
-    components = sitk.ConnectedComponent(sitk.GetImageFromArray(above.astype(np.uint8)))
-    largest = sitk.GetArrayFromImage(sitk.RelabelComponent(components, sortByObjectSize=True)) == 1
-    in_plane = np.zeros((3, 3, 3), dtype=bool)
-    in_plane[1] = ndimage.generate_binary_structure(2, 1)
-    return ndimage.binary_fill_holes(largest, structure=in_plane)
-
-
 @dataclass(frozen=True)
 class SuvMetrics:
     """Physical-scale figures in SUV."""
@@ -105,6 +92,7 @@ class SuvMetrics:
     interslice: float  # mean |∂z(pred − gt)| inside the body mask, per slice step
     lesion_suvmax_error: float  # mean |SUVmax(pred) − SUVmax(gt)| over lesions (nan if none)
     lesion_suvmax_bias: float  # mean (SUVmax(pred) − SUVmax(gt)) over lesions (nan if none)
+    lesion_suvmean_error: float  # mean |SUVmean(pred) − SUVmean(gt)| over lesions (nan if none)
     n_lesions: int
 
 
@@ -117,28 +105,25 @@ def suv_metrics(pred: np.ndarray, gt: np.ndarray, body: np.ndarray, lesions: np.
     inside = diff[body]
     both = body[1:] & body[:-1]
     dz = np.abs(diff[1:] - diff[:-1])[both]
-    errors = _lesion_suvmax_errors(pred, gt, lesions)
+    errors = _lesion_errors(ndimage.maximum, pred, gt, lesions)
+    mean_errors = _lesion_errors(ndimage.mean, pred, gt, lesions)
     return SuvMetrics(
         mae_body=float(np.abs(inside).mean()) if inside.size else math.nan,
         bias_body=float(inside.mean()) if inside.size else math.nan,
         interslice=float(dz.mean()) if dz.size else math.nan,
         lesion_suvmax_error=float(np.abs(errors).mean()) if errors.size else math.nan,
         lesion_suvmax_bias=float(errors.mean()) if errors.size else math.nan,
+        lesion_suvmean_error=float(np.abs(mean_errors).mean()) if mean_errors.size else math.nan,
         n_lesions=int(errors.size),
     )
 
 
-def _lesion_suvmax_errors(pred: np.ndarray, gt: np.ndarray, lesions: np.ndarray | None) -> np.ndarray:
+def _lesion_errors(statistic, pred: np.ndarray, gt: np.ndarray, lesions: np.ndarray | None) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """``statistic`` (an ``ndimage`` reduction: maximum, mean) of pred minus that of gt, per lesion label."""
     if lesions is None:
         return np.empty(0)
     lesions = np.asarray(lesions)
     labels = np.unique(lesions[lesions > 0])
     if not labels.size:
         return np.empty(0)
-    pred_max = ndimage.maximum(pred, lesions, labels)
-    gt_max = ndimage.maximum(gt, lesions, labels)
-    return np.asarray(pred_max) - np.asarray(gt_max)
-
-
-def as_dict(metrics: PaperMetrics | SuvMetrics) -> dict[str, float | int]:
-    return asdict(metrics)
+    return np.asarray(statistic(pred, lesions, labels)) - np.asarray(statistic(gt, lesions, labels))

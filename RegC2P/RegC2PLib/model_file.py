@@ -47,7 +47,7 @@ _NETWORKS = ("generator", "refiner")
 # and the SHA-256 of that file (the README publishes the same digest): a shipped model that
 # differs was modified or damaged after release and is refused.
 BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / f"default{SUFFIX}"
-BUNDLED_MODEL_SHA256 = "50b6052e345bd4dd378c9baeffb907a6058c0304789463d64b2aeed8ad7b0738"
+BUNDLED_MODEL_SHA256 = "74bddef239151a8fbef88ab34d000e92dfcab8322e2b1ce87a726dc07e9e2f5e"
 MAX_INFO_CHARS = 65536  # regc2p_info: the training command and a few paths
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -159,12 +159,12 @@ def _verify_written(path: Path, digest: str) -> None:
         raise OutputError(f"cannot write {path.name}: it reads back with other bytes than were written; check the disk")
 
 
-def read_config(path: str | os.PathLike[str]) -> ModelConfig:
-    """The config stored in a model file, without loading its weights."""
-    return _open(Path(path))[0]
+def read_config(path: str | os.PathLike[str], fine_tuning: bool = False) -> ModelConfig:
+    """The config stored in a model file, without loading its weights (``fine_tuning``: see :func:`load_model`)."""
+    return _open(Path(path), fine_tuning)[0]
 
 
-def _open(path: Path) -> tuple[ModelConfig, dict[str, str]]:
+def _open(path: Path, fine_tuning: bool = False) -> tuple[ModelConfig, dict[str, str]]:
     """The validated config and metadata of a model file."""
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist; give the path of a RegC2P .safetensors model")
@@ -176,7 +176,7 @@ def _open(path: Path) -> tuple[ModelConfig, dict[str, str]]:
     if "regc2p_config" not in metadata:
         raise ModelFileError(f"{path.name} is a safetensors file but not a RegC2P model (no regc2p_config metadata)")
     _info(metadata, path.name)
-    return ModelConfig.from_json(metadata["regc2p_config"]), metadata
+    return ModelConfig.from_json(metadata["regc2p_config"], fine_tuning), metadata
 
 
 def _info(metadata: Mapping[str, str], filename: str) -> dict[str, str]:
@@ -205,14 +205,18 @@ def check_sha256(path: Path, expected: str) -> str:
     return actual
 
 
-def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu", sha256: str | None = None) -> LoadedModel:
+def load_model(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", fine_tuning: bool = False, sha256: str | None = None
+) -> LoadedModel:
     """Load and verify a model file; raises :class:`ModelFileError` with the reason.
 
+    ``fine_tuning``: the networks are only a starting point for training, so a file of an
+    older format (whose grid meant something else) is accepted for its weights.
     ``sha256``: the file's expected SHA-256 from a trusted source. The shipped model is
     always checked against :data:`BUNDLED_MODEL_SHA256`.
     """
     path = Path(path)
-    config, metadata = _open(path)
+    config, metadata = _open(path, fine_tuning)
     if sha256 is None and path.resolve() == BUNDLED_MODEL.resolve():
         sha256 = BUNDLED_MODEL_SHA256
     digest = check_sha256(path, sha256) if sha256 is not None else None

@@ -7,8 +7,10 @@ and checks a :class:`CancelToken` between batches; a cancelled job raises
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from .errors import CancelledError
 
@@ -33,11 +35,27 @@ class CancelToken:
         return self._event.is_set()
 
     def raise_if_cancelled(self) -> None:
-        if self._event.is_set():
+        if self.cancelled:
             raise CancelledError("cancelled by the user; no output was written")
 
 
-class Stage:
+class StopFile(CancelToken):
+    """A :class:`CancelToken` that is also cancelled once ``path`` exists or its folder is gone.
+
+    A GUI that runs the job in another process creates the file to stop it cleanly
+    between batches; a job whose working folder was removed stops as well.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.path = Path(path)
+
+    @property
+    def cancelled(self) -> bool:
+        return super().cancelled or self.path.exists() or not self.path.parent.is_dir()
+
+
+class ProgressRange:
     """Maps the progress of one step onto the ``[start, end]`` part of the whole job."""
 
     def __init__(self, callback: ProgressCallback, start: float, end: float) -> None:

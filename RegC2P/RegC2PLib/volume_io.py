@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_path, check_output_file
+from .data.dicom_series import read_ct_series
 from .errors import InputError, OutputError
 from .volume_checks import check_file_complete, check_finite, check_grid, file_problem
 
@@ -28,13 +29,14 @@ _SLICE_READABLE = (".nii.gz", ".nii", ".mha", ".mhd")  # ITK reads one slice of 
 
 
 def read_image(path: str | os.PathLike[str]) -> sitk.Image:
-    """Read a volume file (any SimpleITK format) or a folder holding one DICOM series."""
+    """Read a volume file (any SimpleITK format), or the CT series of a DICOM folder tree
+    (:func:`RegC2PLib.data.dicom_series.read_ct_series`: series chosen and geometry checked)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist; give the path of a volume file or a DICOM series folder")
     try:
         if path.is_dir():
-            return _read_dicom_series(path)
+            return read_ct_series(path).image
         return _read_file(path)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
@@ -81,17 +83,6 @@ def _read_file(path: Path) -> sitk.Image:
             return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"cannot read {path}: {_itk_reason(exc, printed)}") from exc
-
-
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(f"{folder} holds no DICOM series; give a folder with one DICOM series or a volume file")
-    if len(series) > 1:
-        raise InputError(f"{folder} holds {len(series)} DICOM series ({', '.join(series)}); put each series in its own folder")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    return reader.Execute()
 
 
 def check_volume(image: sitk.Image, what: str) -> None:

@@ -17,6 +17,19 @@ import slicer
 SLICE_VIEWS = ("Red", "Yellow", "Green")
 
 
+def add_slice_views(scene: slicer.vtkMRMLScene, views: tuple[str, ...] = SLICE_VIEWS) -> None:
+    """One slice composite node per view, as Slicer's layout manager makes them (a singleton per view name).
+
+    Slicer without a main window (batch runs) has no layout manager and so none of these;
+    a scene saved from there needs them to open with the fused display.
+    """
+    for name in views:
+        composite = slicer.vtkMRMLSliceCompositeNode()
+        composite.SetLayoutName(name)
+        composite.SetSingletonTag(name)
+        scene.AddNode(composite)
+
+
 class HeadlessScene:
     """``with HeadlessScene() as scene: ...`` — a scene with colour tables and slice views."""
 
@@ -33,11 +46,7 @@ class HeadlessScene:
         self.color_logic = slicer.vtkSlicerColorLogic()
         self.color_logic.SetMRMLApplicationLogic(self.app_logic)
         self.color_logic.SetMRMLScene(self.scene)
-        for name in views:
-            composite = slicer.vtkMRMLSliceCompositeNode()
-            composite.SetLayoutName(name)
-            composite.SetSingletonTag(name)
-            self.scene.AddNode(composite)
+        add_slice_views(self.scene, views)
 
     def close(self) -> None:
         """Detach the logics, empty the scene and remove the temporary folder."""

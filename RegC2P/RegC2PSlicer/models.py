@@ -1,5 +1,8 @@
 """Model files the module offers (bundled default, user's model folder), importing one, and devices.
 
+Importing this module does not import torch: only :func:`import_model` does (to check the file), and
+the compute devices are found by a worker process (:class:`DeviceProbe`).
+
 * Bundled: ``RegC2P/Resources/Models/*.safetensors`` shipped with the extension
   (``default.safetensors`` first when present).
 * User's folder: ``$REGC2P_MODEL_DIR`` if set, else ``RegC2P/Models`` beside Slicer's
@@ -10,12 +13,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from RegC2PLib.atomic import atomic_path
 from RegC2PLib.choices import MODEL_SUFFIX
 from RegC2PLib.errors import InputError, ModelFileError
+
+from .background import JobState, WorkerProcess
 
 SUFFIX = MODEL_SUFFIX
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
@@ -29,10 +35,6 @@ class ModelChoice:
 
     path: Path
     bundled: bool
-
-    @property
-    def label(self) -> str:
-        return f"{self.path.stem} ({'bundled' if self.bundled else 'user'})"
 
 
 @dataclass(frozen=True)
@@ -84,17 +86,30 @@ def default_model(user_folder: Path | None = None, bundled_folder: Path = BUNDLE
     return choices[0].path if choices else None
 
 
-def resolve_model_path(model: str | os.PathLike[str] | None, user_folder: Path | None = None) -> Path:
-    """A model argument as a file path: ``None`` means the default model."""
+def resolve_model_path(
+    model: str | os.PathLike[str] | None, user_folder: Path | None = None, bundled_folder: Path = BUNDLED_MODEL_DIR
+) -> Path:
+    """A model argument as a file path: ``None`` (or an empty path) means the default model.
+
+    A path that does not exist — saved in a scene by an older installation of the
+    extension or on another computer — is looked up by its file name among the bundled
+    models, then the user's; failing that it is returned as given (loading it then says
+    it is missing).
+    """
     if model is None or str(model) in ("", "."):
-        found = default_model(user_folder)
+        found = default_model(user_folder, bundled_folder)
         if found is None:
             raise ModelFileError(
                 "no model file: none ships with this extension and none is imported; "
                 "use 'Import model…' or give the path of a RegC2P .safetensors model"
             )
         return found
-    return Path(model).expanduser()
+    path = Path(model).expanduser()
+    if not path.exists():
+        for folder in (bundled_folder, user_model_folder() if user_folder is None else user_folder):
+            if (folder / path.name).is_file():
+                return folder / path.name
+    return path
 
 
 def import_model(source: str | os.PathLike[str], folder: Path | None = None) -> ImportedModel:
@@ -141,11 +156,45 @@ class DeviceChoice:
         return self.reason is None
 
 
-def device_choices() -> list[DeviceChoice]:
-    """``auto``, ``cpu``, ``cuda``, ``mps`` with the reason each missing one cannot be used."""
-    from RegC2PLib.inference.device import available_devices
+class DeviceProbe:
+    """Which compute devices this computer offers, asked of ``regc2p devices`` in a worker process.
 
-    reasons = available_devices()
+    Asking torch in Slicer's own process would import torch into the GUI (seconds, and a
+    CUDA context on GPU machines) as soon as the panel opens. Use it as a background job:
+    :meth:`start`, then :meth:`poll` until finished; :attr:`choices` then lists ``auto``,
+    ``cpu``, ``cuda`` and ``mps``, each usable or with the reason it is not.
+    """
+
+    def __init__(self, python: str | None = None) -> None:
+        self._worker = WorkerProcess(["devices", "--json"], Path(tempfile.gettempdir()), "device check", python)
+        self._state = JobState("running", 0.0, "checking the compute devices")
+        self.choices: list[DeviceChoice] | None = None
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def poll(self) -> JobState:
+        """The job state; once it has succeeded, :attr:`choices` is set."""
+        returncode = None if self._state.finished else self._worker.poll()
+        if returncode is None:
+            return self._state
+        found = [record["devices"] for record in self._worker.records if isinstance(record.get("devices"), dict)]
+        if returncode == 0 and found:
+            self.choices = device_choices(found[-1])
+            self._state = JobState("succeeded", 1.0, "devices found")
+        else:
+            error = self._worker.error_line(returncode)
+            self._state = JobState("failed", 0.0, "failed", error=error, details=self._worker.stderr)
+        return self._state
+
+    def cancel(self) -> None:
+        self._worker.terminate()
+        if not self._state.finished:
+            self._state = JobState("cancelled", 0.0, "cancelled")
+
+
+def device_choices(reasons: dict[str, str | None]) -> list[DeviceChoice]:
+    """``auto``, ``cpu``, ``cuda``, ``mps`` from ``regc2p devices``' answer ({name: None or the reason it is unusable})."""
     return [DeviceChoice("auto", DEVICE_LABELS["auto"], None)] + [
         DeviceChoice(name, DEVICE_LABELS[name], reasons.get(name, "unknown device")) for name in ("cpu", "cuda", "mps")
     ]

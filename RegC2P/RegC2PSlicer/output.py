@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import SimpleITK as sitk
 import slicer
 
 from RegC2PLib.errors import InputError, RegC2PError
 
+from .headless import add_slice_views
 from .volumes import copy_geometry, ijk_to_ras, node_ijk_to_ras, update_volume_node_from_image
 
 # PET colour tables Slicer's colour logic always creates (procedural, singleton IDs).
@@ -97,24 +100,43 @@ def place_in_subject_hierarchy(ct_node: slicer.vtkMRMLNode, pet_node: slicer.vtk
         sh.CreateItem(parent, pet_node)
 
 
+@dataclass(frozen=True)
+class PetDisplay:
+    """How a synthetic PET is shown: PET colour table, SUV window (lower, upper), fusion opacity in [0, 1]."""
+
+    color: str = DEFAULT_PET_COLOR
+    suv_window: tuple[float, float] = DEFAULT_SUV_WINDOW
+    opacity: float = DEFAULT_OPACITY
+
+    def check(self) -> None:
+        """Refuse an unknown colour table, an empty SUV window or an opacity outside 0..1 (one line each)."""
+        pet_color_node_id(self.color)
+        low, high = self.suv_window
+        if not low < high:
+            raise InputError(f"SUV window {low:g}..{high:g} is empty; the lower value must be below the upper one")
+        if not 0.0 <= self.opacity <= 1.0:
+            raise InputError(f"fusion opacity {self.opacity:g} is outside 0..1")
+
+
 def show_pet(
-    ct_node: slicer.vtkMRMLScalarVolumeNode,
-    pet_node: slicer.vtkMRMLScalarVolumeNode,
-    opacity: float = DEFAULT_OPACITY,
-    color: str = DEFAULT_PET_COLOR,
-    suv_window: tuple[float, float] = DEFAULT_SUV_WINDOW,
+    ct_node: slicer.vtkMRMLScalarVolumeNode, pet_node: slicer.vtkMRMLScalarVolumeNode, display: PetDisplay = PetDisplay()
 ) -> None:
-    """PET colour table and SUV window on the PET; CT as background and PET as foreground in every slice view."""
-    if not 0.0 <= opacity <= 1.0:
-        raise InputError(f"fusion opacity {opacity:g} is outside 0..1")
+    """PET colour table and SUV window on the PET; CT as background and PET as foreground in every slice view.
+
+    A scene without slice views (Slicer without a main window has no layout manager)
+    gets the three standard ones, so that a scene saved from a batch run opens fused.
+    """
+    display.check()
     scene = pet_node.GetScene()
-    update_pet_display(pet_node, color, suv_window)
+    update_pet_display(pet_node, display.color, display.suv_window)
+    if scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode") == 0:
+        add_slice_views(scene)
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
         composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
         with slicer.util.NodeModify(composite):
             composite.SetBackgroundVolumeID(ct_node.GetID())
             composite.SetForegroundVolumeID(pet_node.GetID())
-            composite.SetForegroundOpacity(float(opacity))
+            composite.SetForegroundOpacity(float(display.opacity))
 
 
 def update_pet_display(pet_node: slicer.vtkMRMLScalarVolumeNode, color: str, suv_window: tuple[float, float]) -> None:

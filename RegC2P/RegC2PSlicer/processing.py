@@ -6,11 +6,12 @@
   file and ``python -m RegC2PLib translate --progress jsonl`` runs in a separate
   process (``PythonSlicer`` inside Slicer), so Slicer stays responsive. The panel calls
   :meth:`~BackgroundTranslation.poll` from a timer; progress arrives as JSON lines on
-  the process's stdout. The scene is only touched when the process has succeeded;
-  :meth:`~BackgroundTranslation.cancel` kills the process and restores the scene.
+  the process's stdout; :meth:`~BackgroundTranslation.cancel` ends the worker tree.
 
-Either way the CT node is only read, and on cancel or error the scene is restored
-exactly (:class:`~RegC2PSlicer.scene_state.SceneSnapshot`).
+Either way the CT node is only read and the scene is changed only when the PET is
+ready: the user keeps working meanwhile, and Cancel or a failure leaves every node and
+view as it is then. What writing the result changes is recorded just before it
+(:class:`~RegC2PSlicer.scene_state.SceneSnapshot`) and put back only if writing fails.
 """
 
 from __future__ import annotations
@@ -24,27 +25,23 @@ from pathlib import Path
 import SimpleITK as sitk
 import slicer
 
+from RegC2PLib.commands.options import as_arguments
 from RegC2PLib.errors import InputError, RegC2PError, one_line
-from RegC2PLib.inference import REFINE_MODES, TranslationOptions, translate_volume
+from RegC2PLib.inference import TranslationOptions, translate_volume
 from RegC2PLib.model_file import LoadedModel, file_sha256, load_model, read_config
 from RegC2PLib.progress import CancelToken, ProgressCallback, no_progress
 from RegC2PLib.volume_io import check_ct
 
 from .background import MODULE_DIR, JobState, WorkerProcess, python_executable, wait_for
 from .models import resolve_model_path
-from .output import (
-    DEFAULT_OPACITY,
-    DEFAULT_PET_COLOR,
-    DEFAULT_SUV_WINDOW,
-    check_output_node,
-    pet_color_node_id,
-    show_pet,
-    store_pet,
-)
+from .output import PetDisplay, check_output_node, show_pet, store_pet
 from .scene_state import SceneSnapshot
 from .volumes import check_scalar_volume, image_from_volume_node
 
-__all__ = ["MODULE_DIR", "BackgroundTranslation", "JobState", "RunSettings", "process", "python_executable"]
+# Created in the job's folder to stop the worker cleanly (``regc2p translate --stop-file``).
+STOP_FILE = "STOP"
+
+__all__ = ["MODULE_DIR", "BackgroundTranslation", "JobState", "PetDisplay", "RunSettings", "process", "python_executable"]
 
 
 @dataclass(frozen=True)
@@ -52,48 +49,24 @@ class RunSettings:
     """Everything a run needs besides the CT and output nodes.
 
     ``model``: a model file path, or ``None`` for the default model (bundled, else the
-    user's first). ``window``/``stride`` ``None`` (or 0 from the panel) mean the model's
-    values. ``suv_window`` is the display window in SUV; ``opacity`` the fusion opacity.
+    user's first). ``translation``: the library's translation options (refinement,
+    window/stride — ``None`` means the model's —, device, batch size, precision), checked
+    against the model before any work. ``display``: how the PET is shown; ``show``
+    False leaves the slice views and the PET's display alone.
     """
 
     model: str | os.PathLike[str] | None = None
-    refine: str = "overlap"
-    window: int | None = None
-    stride: int | None = None
-    device: str = "auto"
-    batch_size: int = 8
-    opacity: float = DEFAULT_OPACITY
-    color: str = DEFAULT_PET_COLOR
-    suv_window: tuple[float, float] = DEFAULT_SUV_WINDOW
+    translation: TranslationOptions = field(default_factory=TranslationOptions)
+    display: PetDisplay = field(default_factory=PetDisplay)
     show: bool = True
 
-    def options(self) -> TranslationOptions:
-        return TranslationOptions(self.refine, self.window or None, self.stride or None, self.device, self.batch_size)
-
-    def check(self) -> None:
-        """Refuse bad display settings and refinement modes before any long work."""
-        if self.refine not in REFINE_MODES:
-            raise InputError(f"unknown refinement {self.refine!r}; choose one of {', '.join(REFINE_MODES)}")
-        pet_color_node_id(self.color)
-        low, high = self.suv_window
-        if not low < high:
-            raise InputError(f"SUV window {low:g}..{high:g} is empty; the lower value must be below the upper one")
-        if not 0.0 <= self.opacity <= 1.0:
-            raise InputError(f"fusion opacity {self.opacity:g} is outside 0..1")
-
     def cli_arguments(self) -> list[str]:
-        """The ``regc2p translate`` options for these settings (without --ct/--model/--out)."""
-        options = self.options()
-        args = ["--refine", options.refine, "--device", options.device, "--batch-size", str(options.batch_size)]
-        if options.window is not None:
-            args += ["--window", str(options.window)]
-        if options.stride is not None:
-            args += ["--stride", str(options.stride)]
-        return args
+        """The ``regc2p translate`` options for :attr:`translation`."""
+        return as_arguments(self.translation)
 
 
 def _provenance(model_path: Path | None, sha256: str, settings: RunSettings) -> dict[str, str]:
-    options = settings.options()
+    options = settings.translation
     return {
         "Model": model_path.name if model_path else "(in memory)",
         "ModelSHA256": sha256,
@@ -104,10 +77,17 @@ def _provenance(model_path: Path | None, sha256: str, settings: RunSettings) -> 
 
 
 def _finish(ct_node, output_node, pet: sitk.Image, settings: RunSettings, provenance: dict[str, str]):
-    node = store_pet(ct_node, pet, output_node, provenance)
-    if settings.show:
-        show_pet(ct_node, node, settings.opacity, settings.color, settings.suv_window)
-    return node
+    """Write the PET into the scene: the only step that changes it. What is about to change is
+    recorded just before and put back if writing fails, so nothing else in the scene is touched."""
+    snapshot = SceneSnapshot.capture(ct_node.GetScene(), (output_node,))
+    try:
+        node = store_pet(ct_node, pet, output_node, provenance)
+        if settings.show:
+            show_pet(ct_node, node, settings.display)
+        return node
+    except BaseException:
+        snapshot.restore()
+        raise
 
 
 def process(
@@ -120,28 +100,24 @@ def process(
 ) -> slicer.vtkMRMLScalarVolumeNode:
     """Translate the CT node (HU) into a synthetic PET (SUV) on its grid; blocking.
 
-    Returns the output node (``output_node``, or a new node named after the CT). On any
-    error or cancellation the scene is restored and the exception re-raised.
+    Returns the output node (``output_node``, or a new node named after the CT). The scene
+    is changed only once the PET is computed; an error or a cancellation before leaves it
+    as it is, an error while writing puts back what the write changed.
     """
     settings = settings or RunSettings()
     progress = progress or no_progress
     check_scalar_volume(ct_node)
     check_output_node(ct_node, output_node)
-    settings.check()
+    settings.display.check()
     if loaded_model is None:
         model_path = resolve_model_path(settings.model)
         progress(0.0, f"loading model {model_path.name}")
         loaded_model = load_model(model_path)
-    snapshot = SceneSnapshot.capture(ct_node.GetScene(), (output_node,))
-    try:
-        ct = image_from_volume_node(ct_node)
-        pet = translate_volume(ct, loaded_model, settings.options(), progress, cancel)
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        return _finish(ct_node, output_node, pet, settings, _provenance(loaded_model.path, loaded_model.sha256, settings))
-    except BaseException:
-        snapshot.restore()
-        raise
+    ct = image_from_volume_node(ct_node)
+    pet = translate_volume(ct, loaded_model, settings.translation, progress, cancel)
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    return _finish(ct_node, output_node, pet, settings, _provenance(loaded_model.path, loaded_model.sha256, settings))
 
 
 @dataclass
@@ -156,7 +132,6 @@ class BackgroundTranslation:
     _state: JobState = field(default_factory=JobState)
     _worker: WorkerProcess | None = None
     _workdir: Path | None = None
-    _snapshot: SceneSnapshot | None = None
     _model_path: Path | None = None
     _model_sha256: str = ""
 
@@ -164,21 +139,21 @@ class BackgroundTranslation:
         """Check the inputs, write the CT to a temporary file and start the worker process."""
         check_scalar_volume(self.ct_node)
         check_output_node(self.ct_node, self.output_node)
-        self.settings.check()
+        self.settings.display.check()
         self._model_path = resolve_model_path(self.settings.model)
         config = read_config(self._model_path)  # a one-line error now for a missing or foreign file
-        self.settings.options().window_and_stride(config)
+        self.settings.translation.validate(config)
         ct = image_from_volume_node(self.ct_node)
         check_ct(ct)
         self._model_sha256 = file_sha256(self._model_path)
-        self._snapshot = SceneSnapshot.capture(self.ct_node.GetScene(), (self.output_node,))
         self._workdir = Path(tempfile.mkdtemp(prefix="RegC2P-"))
         try:
             ct_file = self._workdir / "ct.nrrd"
             sitk.WriteImage(ct, str(ct_file), False)
             del ct
             arguments = ["translate", "--ct", str(ct_file), "--model", str(self._model_path)]
-            arguments += ["--out", str(self._workdir / "pet.nrrd"), "--progress", "jsonl", *self.settings.cli_arguments()]
+            arguments += ["--out", str(self._workdir / "pet.nrrd"), "--stop-file", str(self._workdir / STOP_FILE)]
+            arguments += ["--progress", "jsonl", *self.settings.cli_arguments()]
             self._worker = WorkerProcess(arguments, self._workdir, "translation", self.python)
             self._worker.start()
         except BaseException:
@@ -201,14 +176,13 @@ class BackgroundTranslation:
         return wait_for(self, timeout, interval)
 
     def cancel(self) -> None:
-        """Stop the worker and put the scene back exactly as it was before :meth:`start`."""
+        """End the worker tree; the scene is not touched (nothing was written into it yet)."""
         if self._state.finished:
             return
         if self._worker is not None:
+            (self._workdir / STOP_FILE).touch()  # stops a worker the kill below cannot reach, between batches
             self._worker.terminate()
-        if self._snapshot is not None:
-            self._snapshot.restore()
-        self._state = JobState("cancelled", self._state.fraction, "cancelled; the scene is unchanged")
+        self._state = JobState("cancelled", self._state.fraction, "cancelled; nothing was written into the scene")
         self._cleanup()
 
     def _complete(self, worker: WorkerProcess, returncode: int) -> None:
@@ -227,8 +201,6 @@ class BackgroundTranslation:
             self.result_node = _finish(self.ct_node, output, pet, self.settings, provenance)
             self._state = JobState("succeeded", 1.0, f"done: {self.result_node.GetName()}", details=details)
         except Exception as exc:
-            if self._snapshot is not None:
-                self._snapshot.restore()
             self._state = JobState("failed", self._state.fraction, "failed", error=one_line(exc), details=details)
         finally:
             self._cleanup()

@@ -3,21 +3,37 @@
 :func:`load_phantom` makes one phantom patient with :mod:`RegC2PLib.data.phantom` and
 adds its CT (HU) and ground-truth PET (SUVbw, on the PET scanner's coarser grid) to a
 scene, under a patient and study in the subject hierarchy, so the module's output lands
-beside them. :func:`register_sample_data` adds it to the Sample Data module (Slicer only).
+beside them.
+
+Sample Data loads a sample by "downloading" its URI into a cache folder and reading the
+file with the reader of the file type it names. The phantom's "file" is a small recipe
+shipped with the module (``Resources/SampleData/RegC2PPhantom.regc2pphantom``: size and
+seed), fetched through its ``file://`` URI, and :class:`PhantomFileReader` (Slicer finds it
+as ``RegC2P.RegC2PFileReader``) generates the phantom it describes. So the Sample Data
+button and ``SampleData.downloadSample("RegC2PPhantom")`` take the same path (a custom
+downloader would serve the button only). :func:`register_sample_data` adds it (Slicer only).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import slicer
+
+from RegC2PLib.errors import InputError
 
 from .output import DEFAULT_PET_COLOR, DEFAULT_SUV_WINDOW, pet_color_node_id
 from .volumes import add_volume_node
 
 SAMPLE_NAME = "RegC2PPhantom"
 CATEGORY = "RegC2P"
-THUMBNAIL = Path(__file__).resolve().parent.parent / "Resources" / "Icons" / "RegC2PPhantom.png"
+RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
+THUMBNAIL = RESOURCES / "Icons" / "RegC2PPhantom.png"
+RECIPE = RESOURCES / "SampleData" / "RegC2PPhantom.regc2pphantom"
+RECIPE_FORMAT = "regc2p-phantom"
+PHANTOM_FILE_TYPE = "RegC2PPhantomFile"
 # (z, y, x) voxels: "default" for users (about 3 s), "tiny" for self-tests.
 SIZES = {"default": (128, 160, 160), "tiny": (24, 48, 48)}
 CT_NAME, PET_NAME = "RegC2PPhantom CT", "RegC2PPhantom PET (ground truth)"
@@ -52,11 +68,52 @@ def load_phantom(scene: slicer.vtkMRMLScene, size: str = "default", seed: int = 
     return [ct_node, pet_node]
 
 
-def _load_into_slicer(source: object = None) -> list[slicer.vtkMRMLScalarVolumeNode]:
-    """Sample Data button: generate, load, show the CT in the slice views."""
-    nodes = load_phantom(slicer.mrmlScene)
-    slicer.util.setSliceViewerLayers(background=nodes[0], foreground=None, fit=True)
-    return nodes
+def read_recipe(path: str | Path) -> tuple[str, int]:
+    """(size name, seed) from a phantom recipe file; a one-line :class:`InputError` for anything else."""
+    try:
+        recipe = json.loads(Path(path).read_text(encoding="utf-8"))
+        if recipe.get("format") != RECIPE_FORMAT:
+            raise ValueError(f"not a {RECIPE_FORMAT} file")
+        size, seed = recipe["size"], int(recipe["seed"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InputError(f"{Path(path).name} is not a RegC2P phantom recipe ({exc})") from None
+    if size not in SIZES:
+        raise InputError(f"{Path(path).name}: unknown phantom size {size!r}; choose one of {', '.join(SIZES)}")
+    return size, seed
+
+
+class PhantomFileReader:
+    """Slicer's scripted file reader for phantom recipes (``*.regc2pphantom``): generates the phantom.
+
+    ``parent`` is Slicer's ``qSlicerScriptedFileReader``: :meth:`load` sets its
+    ``loadedNodes`` (CT first) or reports an error through its ``userMessages()``.
+    """
+
+    def __init__(self, parent: Any) -> None:
+        self.parent = parent
+
+    def description(self) -> str:
+        return "RegC2P synthetic PET/CT phantom"
+
+    def fileType(self) -> str:
+        return PHANTOM_FILE_TYPE
+
+    def extensions(self) -> list[str]:
+        return ["RegC2P phantom recipe (*.regc2pphantom)"]
+
+    def load(self, properties: dict[str, Any]) -> bool:
+        try:
+            size, seed = read_recipe(properties["fileName"])
+            nodes = load_phantom(slicer.mrmlScene, size, seed)
+        except Exception as exc:
+            import vtk
+
+            self.parent.userMessages().AddMessage(vtk.vtkCommand.ErrorEvent, f"Cannot load the RegC2P phantom: {exc}")
+            return False
+        if hasattr(slicer, "app") and slicer.app.layoutManager() is not None:
+            slicer.util.setSliceViewerLayers(background=nodes[0], foreground=None, fit=True)
+        self.parent.loadedNodes = [node.GetID() for node in nodes]
+        return True
 
 
 def register_sample_data() -> None:
@@ -66,10 +123,9 @@ def register_sample_data() -> None:
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
         category=CATEGORY,
         sampleName=SAMPLE_NAME,
-        # Nothing is downloaded: customDownloader generates the phantom; the URI only names it.
-        uris=[f"regc2p-phantom://seed0/{SIZES['default'][0]}"],
-        fileNames=[f"{SAMPLE_NAME}.nii.gz"],
+        uris=[RECIPE.as_uri()],
+        fileNames=[RECIPE.name],
         nodeNames=[CT_NAME],
+        loadFileTypes=[PHANTOM_FILE_TYPE],
         thumbnailFileName=str(THUMBNAIL),
-        customDownloader=_load_into_slicer,
     )

@@ -1,9 +1,11 @@
-"""Snapshot and restore of the scene parts a run may change, so Cancel (or an error) undoes it.
+"""Snapshot and restore of the scene parts that writing a result changes, so a failed write is undone.
 
-A run may add nodes (the output volume, its display node, subject hierarchy items), replace
-an existing output volume's voxels, geometry, name and display, and change the slice
-views' layers. :class:`SceneSnapshot` records exactly those before the run and
-:meth:`SceneSnapshot.restore` puts them back; the CT is never written.
+Writing a result may add nodes (the output volume, its display node, subject hierarchy
+items), replace an existing output volume's voxels, geometry, name and display, and
+change the slice views' layers. :class:`SceneSnapshot` records exactly those just before
+the write and :meth:`SceneSnapshot.restore` puts them back if it fails; the CT is never
+written. Taken immediately before a write that runs without returning to the event
+loop, the nodes added since the capture are the write's own.
 """
 
 from __future__ import annotations

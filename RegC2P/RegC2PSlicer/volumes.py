@@ -117,3 +117,35 @@ def add_volume_node(scene: slicer.vtkMRMLScene, image: sitk.Image, name: str) ->
     update_volume_node_from_image(node, image)
     node.CreateDefaultDisplayNodes()
     return node
+
+
+# Hints that a scalar volume holds PET (or another emission image) rather than a CT.
+_PET_UNITS = ("{SUVbw}g/ml", "Bq/ml")
+_PET_MODALITIES = ("PT", "NM")
+_PET_COLOR_PREFIX = "vtkMRMLPETProceduralColorNode"
+
+
+def first_ct_node(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLScalarVolumeNode | None:
+    """The volume the panel offers as CT: the first single-component scalar volume that is no label map and
+    no PET (SUV or Bq/ml units — RegC2P's outputs have SUV —, a PT/NM DICOM series, a PET colour table), preferring
+    one from a CT DICOM series; None when there is none."""
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    modality_attribute = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
+    candidates = []
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+        image = node.GetImageData()
+        if isinstance(node, slicer.vtkMRMLLabelMapVolumeNode) or image is None or image.GetNumberOfScalarComponents() != 1:
+            continue
+        item = sh.GetItemByDataNode(node) if sh is not None else 0
+        modality = sh.GetItemAttribute(item, modality_attribute) if item else ""
+        units = node.GetVoxelValueUnits()
+        display = node.GetDisplayNode()
+        if (
+            modality in _PET_MODALITIES
+            or (units is not None and units.GetCodeValue() in _PET_UNITS)
+            or (display is not None and (display.GetColorNodeID() or "").startswith(_PET_COLOR_PREFIX))
+        ):
+            continue
+        candidates.append((modality != "CT", index, node))
+    return min(candidates, key=lambda c: c[:2])[2] if candidates else None

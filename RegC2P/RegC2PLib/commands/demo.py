@@ -17,25 +17,16 @@ import importlib.util
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..atomic import write_json
-from ..config import preset
-from ..data.phantom import PhantomConfig, generate_case
-from ..data.phantom_anatomy import Tissue
 from ..errors import InputError
-from ..evaluation import format_table, score_volume, summarize
-from ..figures import fused_figure
-from ..inference import REFINE_MODES, TranslationOptions, translate_volume
-from ..inference.device import DEVICE_CHOICES
-from ..model_file import LoadedModel, bundled_model_path, load_model, new_model
-from ..volume_io import array_view, resample_onto, write_image
+from ..inference import TranslationOptions
 from .model_options import add_sha256_option
+from .options import add_config_options, given_options
 from .progress_display import add_progress_option, progress_display
 
-# Organs whose largest axial cross-section gives the figure's axial levels (plus one lesion level).
-LEVEL_ORGANS = (Tissue.BRAIN_GRAY, Tissue.MYOCARDIUM, Tissue.LIVER, Tissue.KIDNEY, Tissue.BLADDER)
+if TYPE_CHECKING:
+    from ..model_file import LoadedModel
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,13 +40,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_sha256_option(p)
     p.add_argument("--seed", type=int, default=2024, help="phantom seed (default: 2024)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="phantom voxels (default: 96 128 128)")
-    p.add_argument("--refine", choices=REFINE_MODES, default="overlap")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    add_config_options(p, TranslationOptions)
     add_progress_option(p)
     p.set_defaults(func=run)
 
 
 def _model(path: Path | None, sha256: str | None) -> tuple[LoadedModel, str]:
+    from ..config import preset
+    from ..model_file import bundled_model_path, load_model, new_model
+
     path = path or bundled_model_path()
     if path is not None:
         model = load_model(path, sha256=sha256)
@@ -69,10 +62,24 @@ def _model(path: Path | None, sha256: str | None) -> tuple[LoadedModel, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..atomic import write_json
+    from ..body import body_mask
+    from ..data.phantom import PhantomConfig, generate_case
+    from ..data.phantom_anatomy import Tissue
+    from ..evaluation import format_table, score_volume, summarize
+    from ..figures import fused_figure
+    from ..inference import translate_volume
+    from ..volume_io import array_view, resample_onto, write_image
+
+    # Organs whose largest axial cross-section gives the figure's axial levels (plus one lesion level).
+    level_organs = (Tissue.BRAIN_GRAY, Tissue.MYOCARDIUM, Tissue.LIVER, Tissue.KIDNEY, Tissue.BLADDER)
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"{args.out} is a file; give a folder for the demo outputs")
     model, model_name = _model(args.model, args.sha256)
-    options = TranslationOptions(refine=args.refine, device=args.device)
+    options = TranslationOptions(**given_options(args, TranslationOptions))
+    options.validate(model.config)
     case = generate_case(PhantomConfig(shape=tuple(args.shape)) if args.shape else PhantomConfig(), args.seed)
     reference = resample_onto(case.pet_aligned, case.ct)
     with progress_display(args.progress, "demo") as progress:
@@ -83,23 +90,24 @@ def run(args: argparse.Namespace) -> int:
         write_image(image, args.out / f"{name}.nii.gz")
 
     ct, synthetic, ref, lesions = (array_view(image) for image in (case.ct, pet, reference, case.lesions))
-    scores = score_volume("demo", synthetic, ref, ct, model.config.intensity, lesions)
+    body = body_mask(ct, case.ct.GetSpacing()[::-1])
+    scores = score_volume("demo", synthetic, ref, body, model.config.intensity, lesions)
     record = {
         "model": model_name,
         "seed": args.seed,
-        "refine": args.refine,
+        "refine": options.refine,
         "paper": asdict(scores.paper),
         "suv": asdict(scores.suv),
     }
     write_json(args.out / "metrics.json", record)
 
     organs = array_view(case.organs)
-    levels = [int(np.argmax((organs == organ).sum(axis=(1, 2)))) for organ in LEVEL_ORGANS]
+    levels = [int(np.argmax((organs == organ).sum(axis=(1, 2)))) for organ in level_organs]
     if lesions.any():  # and the slice where lesions cover the most area, head to feet with the rest
         levels = sorted({*levels, int(np.argmax((lesions > 0).sum(axis=(1, 2))))}, reverse=True)
     spacing_zyx = case.ct.GetSpacing()[::-1]
     fused_figure(ct, {"synthetic PET": synthetic, "reference PET": ref}, spacing_zyx, levels, args.out / "fused.png",
-                 title=f"RegC2P demo — {model_name}, refine {args.refine}")  # fmt: skip
+                 title=f"RegC2P demo — {model_name}, refine {options.refine}")  # fmt: skip
 
     scene_note = _write_scene(case.ct, pet, reference, args.out / "demo.mrb")
     print(format_table({"synthetic vs reference": summarize([scores])}))

@@ -7,16 +7,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ..atomic import check_output_file, write_json
-from ..data.split import SUBSETS, check_seed, read_manifest, select, split_studies
-from ..data.studies import discover_studies, skipped_summary
+from ..choices import SUBSETS
 from ..errors import InputError
-from ..evaluation import evaluate_study, format_table, summarize
-from ..inference import REFINE_MODES, TranslationOptions
-from ..inference.device import DEVICE_CHOICES
-from ..model_file import load_model
-from ..progress import Stage
+from ..inference import TranslationOptions
 from .model_options import add_sha256_option
+from .options import add_config_options, given_options
 from .progress_display import add_progress_option, progress_display
 
 
@@ -31,26 +26,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, help="dataset folder (one sub-folder per study)")
     p.add_argument("--model", required=True, type=Path, help="model file (.safetensors)")
     add_sha256_option(p)
-    p.add_argument("--refine", choices=REFINE_MODES, default="overlap")
-    p.add_argument("--window", type=int, help="refiner window s (default: the model's)")
-    p.add_argument("--stride", type=int, help="refiner stride k (default: the model's)")
     p.add_argument("--split", choices=(*SUBSETS, "all"), default="test", help="which studies (default: test)")
     p.add_argument("--manifest", type=Path, help="split manifest (a run's split.json; default: the seeded default split)")
     p.add_argument("--seed", type=int, default=0, help="seed of the default split when there is no --manifest")
     p.add_argument("--json", type=Path, help="also write per-study and pooled figures to this JSON file")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    p.add_argument("--batch-size", type=int, default=8)
+    add_config_options(p, TranslationOptions)
     add_progress_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..atomic import check_output_file, write_json
+    from ..data.split import check_seed, read_manifest, select, split_studies
+    from ..data.studies import discover_studies, skipped_summary
+    from ..evaluation import evaluate_study, format_table, summarize
+    from ..model_file import load_model
+    from ..progress import ProgressRange
+
     check_seed(args.seed)  # also when --manifest or --split all leaves it unused: a bad value is never ignored
     if args.json is not None:
         check_output_file(args.json)
     model = load_model(args.model, sha256=args.sha256)
-    options = TranslationOptions(args.refine, args.window, args.stride, args.device, args.batch_size)
-    options.window_and_stride(model.config)
+    options = TranslationOptions(**given_options(args, TranslationOptions))
+    options.validate(model.config)
     studies, skipped = discover_studies(args.data)
     if skipped:
         print(skipped_summary(skipped), file=sys.stderr)
@@ -62,16 +60,17 @@ def run(args: argparse.Namespace) -> int:
     scores = []
     with progress_display(args.progress, "evaluate") as progress:
         for i, study in enumerate(studies):
-            scores.append(evaluate_study(study, model, options, Stage(progress, i / len(studies), (i + 1) / len(studies))))
+            part = ProgressRange(progress, i / len(studies), (i + 1) / len(studies))
+            scores.append(evaluate_study(study, model, options, part))
     summary = summarize(scores)
-    name = f"{model.path.name if model.path else 'model'} ({args.refine})"
+    name = f"{model.path.name if model.path else 'model'} ({options.refine})"
     print(format_table({name: summary}))
     print(f"{summary['n_studies']} studies, {summary['n_slices']} slices, {summary['n_lesions']} lesions ({args.split} split)")
     if args.json is not None:
         record = {
             "model": str(args.model),
             "model_sha256": model.sha256,
-            "refine": args.refine,
+            "refine": options.refine,
             "split": args.split,
             "summary": summary,
             "studies": [{"study": s.study, "paper": asdict(s.paper), "suv": asdict(s.suv)} for s in scores],

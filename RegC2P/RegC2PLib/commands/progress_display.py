@@ -8,8 +8,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tqdm import tqdm
-
 from ..progress import ProgressCallback, no_progress
 
 PROGRESS_MODES = ("bar", "jsonl", "none")
@@ -37,6 +35,8 @@ def progress_display(mode: str, description: str) -> Iterator[ProgressCallback]:
 
         yield emit
     else:
+        from tqdm import tqdm
+
         bars: list[tqdm] = []  # made at the first report: a job refused before any work draws no bar
 
         def update(fraction: float, message: str) -> None:

@@ -1,18 +1,34 @@
-"""PET DICOM series -> SUVbw volume; CT DICOM series -> HU volume.
+"""PET DICOM series -> SUVbw volume, for the units GE, Siemens and Philips scanners write.
 
-SUVbw = activity concentration [Bq/ml] × patient weight [g] / injected dose [Bq],
-with the dose decayed to the time the image values refer to:
+SUVbw = activity concentration [Bq/ml] × patient weight [g] / injected dose [Bq], with
+the dose decayed to the time the image values refer to. Each slice's stored values are
+first rescaled with its own ``RescaleSlope``/``RescaleIntercept``; then, by ``Units``:
 
-* ``DecayCorrection`` START: images are decay-corrected to the scan start, taken as
-  ``SeriesDate/SeriesTime``, or the earliest ``AcquisitionDate/Time`` when the series
-  time is later (some scanners rewrite it after post-processing);
-* ADMIN: corrected to the injection time, so the dose is used as injected;
-* NONE: each slice is decayed to its own ``AcquisitionTime``.
+* **BQML** (GE, Siemens, Philips): Bq/ml, converted with the header's weight, dose,
+  half-life and times;
+* **CNTS** (Philips): counts; Bq/ml = counts × Philips' private Activity Concentration
+  Scale Factor (7053,1009), then as BQML. Philips also stores its own SUVbw factor per
+  count, the SUV Scale Factor (7053,1000): the computed factor must agree with it within
+  :data:`PHILIPS_AGREEMENT` (else an error says which tags disagree), and it is used
+  alone when (7053,1009) or the standard dose/time tags are missing;
+* **GML**: already SUVbw (g/ml), used as stored.
 
-Stored values are converted per slice with ``RescaleSlope``/``RescaleIntercept``
-(Bq/ml when ``Units`` is BQML; GML means the series already holds SUVbw). Any tag
-that is missing is an error naming it; the user can then give the factor by hand
-(``suv_factor``: SUV = Bq/ml × factor, i.e. weight in g / decayed dose in Bq).
+The decay reference (``DecayCorrection``): START — images are decay-corrected to the
+scan start, ``SeriesDate/SeriesTime``; when the series time is later than the first
+``AcquisitionTime`` (scanners rewrite it after reconstruction), GE's private scan
+DateTime ("GEMS_PETD_01" (0009,xx0D), as QIBA's vendor-neutral SUV pseudo-code does) or
+Siemens' private Decay Correction DateTime ("SIEMENS MED PT" (0071,xx22)) when present,
+else the earliest ``AcquisitionDate/Time``. ADMIN — corrected to the injection, so the
+dose is used as injected. NONE — each slice decays to its own ``AcquisitionTime``.
+
+The injection time is ``RadiopharmaceuticalStartDateTime``, else
+``RadiopharmaceuticalStartTime`` on the series date, else GE's private administration
+DateTime ("GEMS_PETD_01" (0009,xx3B)). Private tags are found through their private
+creator, never by a fixed element number, and are used only for these date-times: dose
+and half-life come from the standard tags alone (GE's private activity tags change units
+between software versions). Anything missing is a one-line error naming the tag and the
+manual override (``suv_factor``: SUV per rescaled pixel value, i.e. weight in g /
+decayed dose in Bq for Bq/ml).
 """
 
 from __future__ import annotations
@@ -23,22 +39,26 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from ..errors import InputError
-from ..volume_io import check_ct, read_image
+from .dicom_series import DicomSeries, choose_series, find_series, reader_error
 
 HOW_TO_OVERRIDE = (
-    "give the SUV factor by hand (suv_factor = weight in g / decay-corrected injected dose in Bq; "
-    'in a study folder: study.json {"suv_factor": ...})'
+    "give the SUV factor by hand (suv_factor = SUV per rescaled pixel value: weight in g / decay-corrected injected dose "
+    'in Bq for Bq/ml; in a study folder: study.json {"suv_factor": ...})'
 )
+PHILIPS = "Philips PET Private Group"
+GE = "GEMS_PETD_01"
+SIEMENS = "SIEMENS MED PT"
+# Philips writes its SUV Scale Factor with three significant digits (0.000434): 0.12 %
+# rounding. A larger difference means the weight, dose or times disagree.
+PHILIPS_AGREEMENT = 0.02
 
 
 def _tag_error(where: str, tag: str) -> InputError:
-    return InputError(f"PET DICOM in {where} lacks {tag}, needed for SUVbw; {HOW_TO_OVERRIDE}")
+    return InputError(f"PET DICOM {where} lacks {tag}, needed for SUVbw; {HOW_TO_OVERRIDE}")
 
 
 def _parse_datetime(date: str | None, time: str | None) -> datetime | None:
@@ -62,53 +82,75 @@ def _parse_dt(value: str | None) -> datetime | None:
     return _parse_datetime(text[:8], text[8:])
 
 
-def read_pet_datasets(folder: str | os.PathLike[str]) -> list[Dataset]:
-    """All PET slices of the single series in ``folder``, sorted along the slice normal."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder; give the folder holding the PET DICOM series")
-    slices: list[Dataset] = []
-    unreadable = 0
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path)
-        except (InvalidDicomError, OSError, ValueError):
-            unreadable += 1
-            continue
-        if "PixelData" in ds:
-            slices.append(ds)
-    if not slices:
-        extra = f" ({unreadable} files are not DICOM)" if unreadable else ""
-        raise InputError(f"{folder} holds no DICOM images{extra}; give the folder of the PET series")
-    series = {str(ds.get("SeriesInstanceUID", "")) for ds in slices}
-    if len(series) > 1:
-        raise InputError(f"{folder} holds {len(series)} DICOM series; put the PET series alone in its folder")
-    for ds in slices:
-        for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
-            if tag not in ds:
-                raise InputError(
-                    f"PET DICOM file {Path(ds.filename).name} in {folder} lacks {tag}; the volume geometry cannot be built"
-                )
-    normal = _normal(slices[0])
-    slices.sort(key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
-    return slices
+def _private(ds: Dataset, group: int, creator: str, offset: int) -> str | None:
+    """A private element's value as text, found through its private creator; None when absent."""
+    try:
+        tag = ds.private_block(group, creator).get_tag(offset)
+    except KeyError:
+        return None
+    if tag not in ds:
+        return None
+    value = ds[tag].value
+    if isinstance(value, bytes):  # stored as UN (explicit VR files written without the private dictionary)
+        value = value.decode("latin-1", "replace").strip("\x00 ")
+    text = str(value).strip()
+    return text or None
 
 
-def _normal(ds: Dataset) -> np.ndarray:
-    iop = np.array([float(v) for v in ds.ImageOrientationPatient])
-    return np.cross(iop[:3], iop[3:])
+def _private_number(ds: Dataset, group: int, creator: str, offset: int) -> float | None:
+    text = _private(ds, group, creator, offset)
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) and value > 0 else None
 
 
-def suv_factors(slices: list[Dataset], where: str = "the series") -> np.ndarray:
-    """Per-slice factor turning Bq/ml into SUVbw (float64, one per slice, in ``slices`` order)."""
-    first = slices[0]
-    units = str(first.get("Units", "")).strip().upper()
+def suv_factors(slices: list[Dataset] | tuple[Dataset, ...], where: str = "in the series") -> np.ndarray:
+    """Per-slice factor turning rescaled pixel values into SUVbw (float64, ``slices`` order)."""
+    units = str(slices[0].get("Units", "")).strip().upper()
     if not units:
         raise _tag_error(where, "Units (0054,1001)")
     if units == "GML":
         return np.ones(len(slices))
-    if units != "BQML":
-        raise InputError(f"PET DICOM in {where} has Units {units}, not BQML (Bq/ml); {HOW_TO_OVERRIDE}")
+    if units == "BQML":
+        return _bqml_factors(slices, where)
+    if units == "CNTS":
+        return _philips_count_factors(slices, where)
+    raise InputError(f"PET DICOM {where} has Units {units}, not BQML (Bq/ml), CNTS (Philips counts) or GML; {HOW_TO_OVERRIDE}")
+
+
+def _philips_count_factors(slices, where: str) -> np.ndarray:
+    concentration = [_private_number(ds, 0x7053, PHILIPS, 0x09) for ds in slices]
+    philips_suv = [_private_number(ds, 0x7053, PHILIPS, 0x00) for ds in slices]
+    have_concentration = all(v is not None for v in concentration)
+    have_suv = all(v is not None for v in philips_suv)
+    if not have_concentration and not have_suv:
+        raise _tag_error(where + " (Units CNTS, Philips counts)", "Philips' Activity Concentration Scale Factor (7053,1009)")
+    if not have_concentration:
+        return np.array(philips_suv, dtype=float)
+    try:
+        computed = np.array(concentration, dtype=float) * _bqml_factors(slices, where)
+    except InputError:
+        if have_suv:
+            return np.array(philips_suv, dtype=float)  # Philips' own SUVbw factor, standard tags incomplete
+        raise
+    if have_suv:
+        reference = np.array(philips_suv, dtype=float)
+        difference = computed / reference - 1.0
+        worst = int(np.argmax(np.abs(difference)))
+        if abs(difference[worst]) > PHILIPS_AGREEMENT:
+            raise InputError(
+                f"PET DICOM {where}: Philips' SUV Scale Factor (7053,1000) {reference[worst]:.6g} per count disagrees with "
+                f"{computed[worst]:.6g} from (7053,1009), weight, dose and times ({100 * difference[worst]:+.1f} %); "
+                f"check those tags or {HOW_TO_OVERRIDE}"
+            )
+    return computed
+
+
+def _bqml_factors(slices, where: str) -> np.ndarray:
+    """SUVbw per Bq/ml for each slice."""
+    first = slices[0]
     weight = first.get("PatientWeight")
     if weight in (None, "") or float(weight) <= 0:
         raise _tag_error(where, "PatientWeight (0010,1030)")
@@ -132,20 +174,22 @@ def suv_factors(slices: list[Dataset], where: str = "the series") -> np.ndarray:
         start = _scan_start(slices, where)
         elapsed = np.full(len(slices), (start - injection).total_seconds())
     elif decay == "NONE":
-        times = [_parse_datetime(ds.get("AcquisitionDate") or ds.get("SeriesDate"), ds.get("AcquisitionTime")) for ds in slices]
+        times = [_acquisition_time(ds) for ds in slices]
         if any(t is None for t in times):
             raise _tag_error(where, "AcquisitionDate/AcquisitionTime (0008,0022/0032) on every slice")
         elapsed = np.array([(t - injection).total_seconds() for t in times])  # type: ignore[operator]
     else:
-        raise InputError(f"PET DICOM in {where} has DecayCorrection {decay} (expected START, ADMIN or NONE); {HOW_TO_OVERRIDE}")
+        raise InputError(f"PET DICOM {where} has DecayCorrection {decay} (expected START, ADMIN or NONE); {HOW_TO_OVERRIDE}")
     if np.any(elapsed < 0):
         elapsed = np.where(elapsed < 0, elapsed + 86400.0, elapsed)  # injection before midnight, scan after
     if np.any(elapsed > 86400.0):
-        raise InputError(
-            f"PET DICOM in {where}: the scan is more than a day after the injection; check the times or {HOW_TO_OVERRIDE}"
-        )
+        raise InputError(f"PET DICOM {where}: the scan is over a day after the injection; check the times or {HOW_TO_OVERRIDE}")
     decayed = float(dose) * np.exp(-math.log(2.0) * elapsed / float(half_life))
     return float(weight) * 1000.0 / decayed
+
+
+def _acquisition_time(ds: Dataset) -> datetime | None:
+    return _parse_datetime(ds.get("AcquisitionDate") or ds.get("SeriesDate"), ds.get("AcquisitionTime"))
 
 
 def _injection_time(first: Dataset, info: Dataset, where: str) -> datetime:
@@ -153,79 +197,68 @@ def _injection_time(first: Dataset, info: Dataset, where: str) -> datetime:
     if when is None:
         when = _parse_datetime(first.get("SeriesDate") or first.get("StudyDate"), info.get("RadiopharmaceuticalStartTime"))
     if when is None:
+        when = _parse_dt(_private(first, 0x0009, GE, 0x3B))
+    if when is None:
         raise _tag_error(where, "RadiopharmaceuticalStartTime (0018,1072) or RadiopharmaceuticalStartDateTime (0018,1078)")
     return when
 
 
-def _scan_start(slices: list[Dataset], where: str) -> datetime:
+def _scan_start(slices, where: str) -> datetime:
     first = slices[0]
     series = _parse_datetime(first.get("SeriesDate"), first.get("SeriesTime"))
-    acquisitions = [
-        t
-        for t in (_parse_datetime(ds.get("AcquisitionDate") or ds.get("SeriesDate"), ds.get("AcquisitionTime")) for ds in slices)
-        if t
-    ]
+    acquisitions = [t for t in (_acquisition_time(ds) for ds in slices) if t is not None]
     earliest = min(acquisitions) if acquisitions else None
-    if series is None and earliest is None:
-        raise _tag_error(where, "SeriesDate/SeriesTime (0008,0021/0031)")
-    if series is None or (earliest is not None and series > earliest):
-        return earliest  # type: ignore[return-value]
-    return series
+    if series is not None and (earliest is None or series <= earliest):
+        return series
+    vendor = _parse_dt(_private(first, 0x0009, GE, 0x0D)) or _parse_dt(_private(first, 0x0071, SIEMENS, 0x22))
+    if vendor is not None:
+        return vendor
+    if earliest is None:
+        raise _tag_error(where, "SeriesDate/SeriesTime (0008,0021/0031) and AcquisitionTime (0008,0032)")
+    return earliest
 
 
-def read_pet_suv(folder: str | os.PathLike[str], suv_factor: float | None = None) -> sitk.Image:
-    """Read a PET DICOM series as an SUVbw float32 image (LPS geometry from the headers).
+def read_pet_suv(
+    folder: str | os.PathLike[str],
+    suv_factor: float | None = None,
+    series: str | None = None,
+    how_to_choose: str = "choose one by its SeriesInstanceUID or SeriesNumber",
+) -> sitk.Image:
+    """The attenuation-corrected PET series of a folder tree as an SUVbw float32 image.
 
-    ``suv_factor`` (SUV per Bq/ml) replaces the header computation when given.
+    ``series`` (UID or number) picks the series when several qualify; ``how_to_choose``
+    ends the error that lists them. ``suv_factor`` (SUV per rescaled pixel value)
+    replaces the header computation when given. Geometry comes from the headers
+    (:meth:`DicomSeries.geometry`: a missing slice, uneven spacing or tilt is refused).
     """
-    slices = read_pet_datasets(folder)
-    where = str(folder)
+    folder = Path(folder)
+    chosen = choose_series(find_series(folder), "PT", series, str(folder), how_to_choose)
+    return pet_series_suv(chosen, suv_factor)
+
+
+def pet_series_suv(series: DicomSeries, suv_factor: float | None = None) -> sitk.Image:
+    """One PET series as an SUVbw float32 image (see :func:`read_pet_suv`)."""
+    geometry = series.geometry()
+    where = "in " + series.name.split(" ", 1)[1]  # "in series UID 'description'"
     if suv_factor is not None:
-        if not suv_factor > 0:
-            raise InputError(f"suv_factor {suv_factor} must be a positive number (weight in g / decayed dose in Bq)")
-        factors = np.full(len(slices), float(suv_factor))
+        if not (math.isfinite(suv_factor) and suv_factor > 0):
+            raise InputError(f"suv_factor {suv_factor} must be a positive number (SUV per rescaled pixel value)")
+        factors = np.full(len(series.headers), float(suv_factor))
     else:
-        factors = suv_factors(slices, where)
-    planes = []
-    for ds, factor in zip(slices, factors):
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-        stored = ds.pixel_array.astype(np.float64)
-        planes.append(((stored * slope + intercept) * factor).astype(np.float32))
-    shapes = {p.shape for p in planes}
-    if len(shapes) > 1:
-        raise InputError(f"PET DICOM slices in {where} have different sizes {sorted(shapes)}; the series is not one volume")
-    return _volume(np.stack(planes), slices, where)
-
-
-def _volume(array: np.ndarray, slices: list[Dataset], where: str) -> sitk.Image:
-    first = slices[0]
-    iop = np.array([float(v) for v in first.ImageOrientationPatient])
-    row, col = iop[:3], iop[3:]
-    normal = np.cross(row, col)
-    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in slices])
-    if len(slices) > 1:
-        steps = np.diff(positions @ normal)
-        if np.any(steps <= 1e-4):
-            raise InputError(f"PET DICOM in {where} has two slices at the same position; remove the duplicates")
-        if np.ptp(steps) > 0.01 * float(np.mean(steps)) + 1e-3:
-            raise InputError(
-                f"PET DICOM in {where} has uneven slice spacing ({steps.min():.2f}-{steps.max():.2f} mm); resample it first"
-            )
-        dz = float(np.mean(steps))
-    else:
-        dz = float(first.get("SliceThickness", 1.0) or 1.0)
-    spacing_rc = [float(v) for v in first.PixelSpacing]  # row spacing (between rows, y), column spacing (x)
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing((spacing_rc[1], spacing_rc[0], dz))
-    image.SetOrigin(tuple(float(v) for v in positions[0]))
-    image.SetDirection(tuple(float(v) for v in np.column_stack([row, col, normal]).ravel()))
-    return image
-
-
-def read_ct_hu(path: str | os.PathLike[str]) -> sitk.Image:
-    """Read a CT (DICOM series folder or file) as float32 HU; SimpleITK applies the
-    per-file RescaleSlope/RescaleIntercept. Refuses values that are not plausible HU."""
-    image = sitk.Cast(read_image(path), sitk.sitkFloat32)
-    check_ct(image)
-    return image
+        factors = suv_factors(series.headers, where)
+    columns, rows, count = geometry.size
+    volume = np.empty((count, rows, columns), np.float32)
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetOutputPixelType(sitk.sitkFloat64)
+    for k, (path, factor) in enumerate(zip(series.files, factors)):
+        # GDCM applies this file's own RescaleSlope/Intercept and reads any transfer syntax it supports.
+        reader.SetFileName(str(path))
+        try:
+            plane = sitk.GetArrayFromImage(reader.Execute())
+        except RuntimeError as exc:
+            raise InputError(f"cannot read PET DICOM file {path}: {reader_error(exc)}") from exc
+        if plane.shape != (1, rows, columns):
+            raise InputError(f"PET DICOM file {path.name} holds {plane.shape} voxels, not one {rows}x{columns} slice")
+        volume[k] = plane[0] * factor
+    return geometry.apply(sitk.GetImageFromArray(volume))

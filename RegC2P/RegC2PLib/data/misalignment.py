@@ -8,12 +8,15 @@ aligned activity it shows:
   spleen and lung bases sit higher or lower (default: up to 10 mm, mostly higher, as
   at expiration) and the ribcage is narrower. The shift is largest at the diaphragm,
   fades towards the lung apex and the pelvis, and spares the spine.
-* **RegGAN's random affine** of noise level ``L`` (DESIGN.md §2): rotation ±L degrees,
+* **RegGAN's random affine** of noise level ``L`` (docs/method.md §2): rotation ±L degrees,
   translation ±2·L % of the field of view, scale 1 ± 2·L %. RegGAN draws it per 2D slice;
   here it is drawn **once per volume** and applied in-plane to every slice (a rigid
   patient movement between the two scans), so the misaligned PET stays a coherent 3D
   volume that the 3D refiner can also train on. Outside the field of view the PET is
   empty (SUV 0, RegGAN fills with the minimum).
+
+:func:`misalign_image` moves a real study's PET the same way where the anatomy is not
+known: RegGAN's affine plus a smooth random elastic displacement in place of the breathing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import SimpleITK as sitk
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
@@ -102,3 +106,42 @@ class Misalignment:
         )
         grow = 1.0 + self.expansion * chest
         return depth_src, ya * grow, xa * grow  # the body is centred on y = x = 0
+
+
+def misalign_image(
+    image: sitk.Image, rng: np.random.Generator, level: float, elastic_mm: float, correlation_mm: float = 80.0
+) -> tuple[sitk.Image, dict[str, object]]:
+    """``image`` (a PET in SUV, any orientation) moved as a PET moves against its CT, for
+    volumes whose anatomy is not known (real studies): RegGAN's affine of noise level ``level``
+    applied in the axial plane about the centre of the field of view (rotation ±L degrees,
+    translation ±2·L % of the field of view, scale 1 ± 2·L %), composed with a smooth random
+    displacement of up to ``elastic_mm`` (a cubic B-spline with control points every
+    ``correlation_mm``), which stands in for the breathing the phantoms model organ by organ.
+    Resampled linearly onto the image's own grid; outside the moved field of view the PET is 0.
+    Returns the moved image and the drawn parameters (for the record).
+    """
+    u = rng.uniform(-1.0, 1.0, size=4)
+    size, spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
+    extent = size * spacing
+    centre = image.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2.0).tolist())
+    angle, scale = np.radians(u[0] * level), 1.0 + u[3] * 0.02 * level
+    shift = (u[1] * 0.02 * level * extent[0], u[2] * 0.02 * level * extent[1])
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(centre)
+    c, s = np.cos(angle), np.sin(angle)
+    affine.SetMatrix((scale * c, -scale * s, 0.0, scale * s, scale * c, 0.0, 0.0, 0.0, 1.0))
+    affine.SetTranslation((float(shift[0]), float(shift[1]), 0.0))
+    amplitude = float(elastic_mm * rng.uniform(0.3, 1.0)) if elastic_mm > 0 else 0.0
+    mesh = [max(1, int(np.rint(e / correlation_mm))) for e in extent]
+    bspline = sitk.BSplineTransformInitializer(image, mesh, order=3)
+    coefficients = rng.uniform(-1.0, 1.0, size=len(bspline.GetParameters())) * amplitude
+    bspline.SetParameters(coefficients.tolist())
+    moved = sitk.Resample(image, image, sitk.CompositeTransform([affine, bspline]), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    record = {
+        "level": float(level),
+        "rotation_deg": float(np.degrees(angle)),
+        "translation_mm": [float(t) for t in shift],
+        "scale": float(scale),
+        "elastic_mm": amplitude,
+    }
+    return moved, record

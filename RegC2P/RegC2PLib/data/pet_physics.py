@@ -6,9 +6,12 @@ any physical points (the PET grid, possibly moved by a misalignment) with trilin
 interpolation, and :func:`add_noise` adds noise whose standard deviation grows with the
 square root of the local activity (Poisson-like counting statistics), spatially
 correlated over about a PET pixel as in an iteratively reconstructed image.
+:func:`scan` chains them into the aligned and the misaligned PET of a phantom.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -62,10 +65,10 @@ def smooth_field(
     return zoomed / max(float(zoomed.std()), 1e-6)
 
 
-def noise_field(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Unit-variance Gaussian noise correlated over about one voxel (float32)."""
+def noise_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_voxels: float = 0.6) -> np.ndarray:
+    """Unit-variance Gaussian noise correlated over about ``sigma_voxels`` (default: one voxel; float32)."""
     white = rng.standard_normal(shape).astype(np.float32)
-    correlated = ndimage.gaussian_filter(white, 0.6, mode="wrap")
+    correlated = ndimage.gaussian_filter(white, sigma_voxels, mode="wrap") if sigma_voxels > 0 else white
     return correlated / max(float(correlated.std()), 1e-6)
 
 
@@ -77,3 +80,38 @@ def add_noise(activity: np.ndarray, field: np.ndarray, level: float, floor: floa
     """
     noisy = activity + level * np.sqrt(np.maximum(activity, 0.0) + floor) * field
     return np.maximum(noisy, 0.0).astype(np.float32, copy=False)
+
+
+Points = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def scan(
+    activity: np.ndarray,
+    grid: Grid,
+    pet_grid: Grid,
+    fwhm_mm: float,
+    noise: np.ndarray,
+    level: float,
+    move: Callable[[np.ndarray, np.ndarray, np.ndarray], Points] | None = None,
+    silent_outside: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The aligned and the misaligned PET (SUV, float32, ``pet_grid`` shape) of ``activity`` on ``grid``.
+
+    The activity is blurred to ``fwhm_mm`` plus the PET voxel, read at the PET voxel centres
+    (aligned) and at the points ``move`` maps them to (misaligned; a copy of the aligned
+    PET when ``move`` is None), and both get the same ``noise`` field at ``level``.
+    ``silent_outside`` keeps voxels that no activity reaches through the blur at exactly 0
+    (no noise floor in the air and on the couch).
+    """
+    blurred = blur_fwhm(activity, grid.spacing, fwhm_mm, pet_grid.spacing)
+    d, y, x = pet_grid.depth[:, None, None], pet_grid.y[None, :, None], pet_grid.x[None, None, :]
+
+    def measured(points: Points) -> np.ndarray:
+        signal = sample(blurred, grid, *points)
+        pet = add_noise(signal, noise, level)
+        if silent_outside:
+            pet[signal <= 0.0] = 0.0
+        return pet
+
+    aligned = measured((d, y, x))
+    return aligned, (aligned.copy() if move is None else measured(move(d, y, x)))

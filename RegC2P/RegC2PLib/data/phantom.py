@@ -17,8 +17,9 @@ import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,8 +33,8 @@ from ..progress import ProgressCallback, no_progress
 from ..volume_checks import SPACING_RANGE_MM
 from ..volume_io import write_image
 from .misalignment import Misalignment
-from .pet_physics import add_noise, blur_fwhm, noise_field, sample, smooth_field
-from .phantom_anatomy import BodyPlan, Tissue, TissueValues, draw_body_plan, paint_anatomy, tissue_values
+from .pet_physics import noise_field, scan, smooth_field
+from .phantom_anatomy import EQUIPMENT, BodyPlan, Tissue, TissueValues, draw_body_plan, paint_anatomy, tissue_values
 from .phantom_grid import Grid
 from .phantom_lesions import Lesion, place_lesions
 
@@ -41,28 +42,21 @@ BODY_LENGTH_MM = 940.0  # vertex to upper thigh: the default field of view along
 BODY_WIDTH_MM = 520.0  # default in-plane field of view
 TOP_MARGIN_MM = 10.0
 SUV_CAP = 40.0  # bladder and renal pelvis are clipped here
-CASE_FILES = ("ct.nii.gz", "pet.nii.gz", "pet_aligned.nii.gz", "lesions.nii.gz", "organs.nii.gz", "phantom.json")
 
 
 @dataclass(frozen=True)
-class PhantomConfig:
-    """How phantoms are made. Shapes and spacings are (z, y, x); lengths in mm.
+class ScanSettings:
+    """What every phantom source shares: the misalignment (``misalign`` is RegGAN's noise
+    level L, 0 = none; ``breathing_mm`` the largest diaphragm shift, drawn per case in 30-100 %
+    of it, 0 = none), PET formation (resolution FWHM, pixel and slice size in mm, never finer
+    than the CT; noise level) and the lesion count range."""
 
-    ``spacing`` None fits the body: z covers vertex to upper thigh (940 mm), in-plane
-    520 mm. ``misalign`` is RegGAN's noise level L (0 = none); ``breathing_mm`` the
-    largest diaphragm shift (drawn per case in 30-100 % of it; 0 = none). PET pixels
-    are ``pet_pixel_mm`` in-plane and ``pet_slice_mm`` thick, never finer than the CT.
-    """
-
-    shape: tuple[int, int, int] = (96, 128, 128)
-    spacing: tuple[float, float, float] | None = None
     misalign: float = 2.0
     breathing_mm: float = 10.0
     pet_fwhm_mm: float = 6.0
     pet_pixel_mm: float = 4.0
     pet_slice_mm: float = 4.0
     pet_noise: float = 0.15
-    ct_noise_hu: float = 10.0
     lesions: tuple[int, int] = (2, 5)
 
     def __post_init__(self) -> None:
@@ -70,6 +64,35 @@ class PhantomConfig:
             self._validate()
         except ValueError as exc:
             raise InputError(f"phantom: {exc}") from exc
+
+    def _validate(self) -> None:
+        """Raise ``ValueError`` naming the first unusable value."""
+        values.finite("misalignment level", self.misalign, 0.0, 10.0)
+        values.finite("breathing shift (mm)", self.breathing_mm, 0.0, 40.0)
+        values.finite("PET FWHM (mm)", self.pet_fwhm_mm, 0.0, 50.0, low_open=True)
+        values.finite("PET pixel size (mm)", self.pet_pixel_mm, 0.0, 50.0, low_open=True)
+        values.finite("PET slice thickness (mm)", self.pet_slice_mm, 0.0, 50.0, low_open=True)
+        values.finite("PET noise level", self.pet_noise, 0.0, 10.0)
+        if not isinstance(self.lesions, tuple) or len(self.lesions) != 2:
+            raise ValueError(f"lesion count range {self.lesions} is not usable; give MIN MAX")
+        low = values.whole("the lesion count MIN", self.lesions[0], 0, 255)
+        values.whole("the lesion count MAX", self.lesions[1], low, 255)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PhantomConfig(ScanSettings):
+    """How whole-body phantoms are made: :class:`ScanSettings` plus the CT grid and noise.
+    Shapes and spacings are (z, y, x); lengths in mm.
+
+    ``spacing`` None fits the body: z covers vertex to upper thigh (940 mm), in-plane 520 mm.
+    """
+
+    shape: tuple[int, int, int] = (96, 128, 128)
+    spacing: tuple[float, float, float] | None = None
+    ct_noise_hu: float = 10.0
 
     def _validate(self) -> None:
         if not isinstance(self.shape, tuple) or len(self.shape) != 3:
@@ -81,17 +104,8 @@ class PhantomConfig:
                 raise ValueError(f"spacing {self.spacing} is not usable; give three sizes Z Y X in mm")
             for size in self.spacing:
                 values.finite("each spacing (mm)", size, *SPACING_RANGE_MM)
-        values.finite("misalignment level", self.misalign, 0.0, 10.0)
-        values.finite("breathing shift (mm)", self.breathing_mm, 0.0, 40.0)
-        values.finite("PET FWHM (mm)", self.pet_fwhm_mm, 0.0, 50.0, low_open=True)
-        values.finite("PET pixel size (mm)", self.pet_pixel_mm, 0.0, 50.0, low_open=True)
-        values.finite("PET slice thickness (mm)", self.pet_slice_mm, 0.0, 50.0, low_open=True)
-        values.finite("PET noise level", self.pet_noise, 0.0, 10.0)
+        super()._validate()
         values.finite("CT noise (HU)", self.ct_noise_hu, 0.0, 1000.0)
-        if not isinstance(self.lesions, tuple) or len(self.lesions) != 2:
-            raise ValueError(f"lesion count range {self.lesions} is not usable; give MIN MAX")
-        low = values.whole("the lesion count MIN", self.lesions[0], 0, 255)
-        values.whole("the lesion count MAX", self.lesions[1], low, 255)
 
     def memory_bytes(self) -> int:
         """Peak memory of generating one case: 34 bytes per CT voxel and 40 per PET voxel, plus
@@ -111,12 +125,39 @@ class PhantomConfig:
         return Grid((nz, ny, nx), spacing, origin)  # type: ignore[arg-type]
 
     def pet_grid(self) -> Grid:
-        ct = self.ct_grid()
-        s = ct.spacing
-        return ct.resampled((max(self.pet_slice_mm, s[0]), max(self.pet_pixel_mm, s[1]), max(self.pet_pixel_mm, s[2])))
+        return pet_grid_for(self.ct_grid(), self.pet_pixel_mm, self.pet_slice_mm)
 
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+
+def pet_grid_for(ct: Grid, pixel_mm: float, slice_mm: float) -> Grid:
+    """The PET grid over ``ct``'s field of view: ``pixel_mm`` pixels and ``slice_mm`` slices, never finer than the CT."""
+    s = ct.spacing
+    return ct.resampled((max(slice_mm, s[0]), max(pixel_mm, s[1]), max(pixel_mm, s[2])))
+
+
+class StudyCase(Protocol):
+    """A generated study as :func:`write_case` writes it: SimpleITK images and a JSON description."""
+
+    ct: sitk.Image
+    pet: sitk.Image
+    pet_aligned: sitk.Image
+    lesions: sitk.Image
+    organs: sitk.Image
+
+    def metadata(self) -> dict[str, object]: ...
+
+
+class CaseMaker(Protocol):
+    """Makes case ``index`` of a dataset from its seed (picklable, for worker processes)."""
+
+    def __call__(self, index: int, seed: int) -> StudyCase: ...
+
+    def describe(self) -> dict[str, object]:
+        """The generator's name and configuration, for ``phantom_dataset.json``."""
+        ...
+
+    def memory_bytes(self) -> int | None:
+        """Peak memory of making one case, or None when it is known only once the case's input is read."""
+        ...
 
 
 @dataclass
@@ -140,7 +181,6 @@ class PhantomCase:
     plan: BodyPlan
     values: TissueValues
     config: PhantomConfig
-    info: dict[str, object] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, object]:
         """JSON-ready description: seed, config, lesions, misalignment, tissue values."""
@@ -186,8 +226,6 @@ def generate_case(config: PhantomConfig, seed: int) -> PhantomCase:
     hu, suv = _ct_and_activity(grid, labels, lesion_map, lesions, values, config, rng_texture)
 
     pet_grid = config.pet_grid()
-    blurred = blur_fwhm(suv, grid.spacing, config.pet_fwhm_mm, pet_grid.spacing)
-    d, y, x = pet_grid.depth[:, None, None], pet_grid.y[None, :, None], pet_grid.x[None, None, :]
     ext = grid.extent_mm()
     motion = Misalignment.draw(
         rng_motion,
@@ -200,12 +238,8 @@ def generate_case(config: PhantomConfig, seed: int) -> PhantomCase:
         float(plan.spine_y(np.array([plan.dome_right]))[0]),
     )
     noise = noise_field(rng_noise, pet_grid.shape)
-    aligned = add_noise(sample(blurred, grid, d, y, x), noise, config.pet_noise)
-    moved = (
-        aligned.copy()
-        if motion.is_identity
-        else add_noise(sample(blurred, grid, *motion.source_points(d, y, x)), noise, config.pet_noise)
-    )
+    move = None if motion.is_identity else motion.source_points
+    aligned, moved = scan(suv, grid, pet_grid, config.pet_fwhm_mm, noise, config.pet_noise, move)
 
     return PhantomCase(
         seed=int(seed),
@@ -237,8 +271,10 @@ def _ct_and_activity(
     bowel = smooth_field(rng, grid.shape, grid.spacing, 14.0)
     hu = values.hu[labels]
     suv = values.suv[labels]
-    body = (labels != Tissue.AIR) & (labels != Tissue.TABLE) & (labels != Tissue.AIRWAY)
+    body = ~np.isin(labels, (Tissue.AIR, Tissue.AIRWAY, *EQUIPMENT))
     hu += np.where(body, 5.0 * soft, 0.0).astype(np.float32)
+    blanket = labels == Tissue.BLANKET
+    hu[blanket] += 150.0 * np.clip(fine[blanket] - 1.0, 0.0, None)  # folds of denser cloth
     lung = labels == Tissue.LUNG
     hu[lung] += 30.0 * fine[lung] + 120.0 * np.clip(fine[lung] - 1.5, 0.0, None)  # parenchyma and vessels
     abdomen = labels == Tissue.ABDOMEN
@@ -262,7 +298,7 @@ def _ct_and_activity(
     return hu.astype(np.float32, copy=False), suv.astype(np.float32, copy=False)
 
 
-def write_case(case: PhantomCase, folder: str | os.PathLike[str]) -> None:
+def write_case(case: StudyCase, folder: str | os.PathLike[str]) -> None:
     """Write one case as a study folder (``ct``, ``pet``, ``pet_aligned``, ``lesions``,
     ``organs`` .nii.gz and ``phantom.json``), atomically: a temporary folder beside it
     is renamed into place, so a study folder is either complete or absent."""
@@ -282,8 +318,24 @@ def write_case(case: PhantomCase, folder: str | os.PathLike[str]) -> None:
         tmp.rename(folder)
 
 
-def _make_and_write(config: PhantomConfig, seed: int, folder: str) -> str:
-    write_case(generate_case(config, seed), folder)
+@dataclass(frozen=True)
+class WholeBodyMaker:
+    """:class:`CaseMaker` of the whole-body phantom (:func:`generate_case`)."""
+
+    config: PhantomConfig
+
+    def __call__(self, index: int, seed: int) -> PhantomCase:
+        return generate_case(self.config, seed)
+
+    def describe(self) -> dict[str, object]:
+        return {"generator": "RegC2P phantom", "config": self.config.to_dict()}
+
+    def memory_bytes(self) -> int:
+        return self.config.memory_bytes()
+
+
+def _make_and_write(maker: CaseMaker, index: int, seed: int, folder: str) -> str:
+    write_case(maker(index, seed), folder)
     return folder
 
 
@@ -295,15 +347,19 @@ def write_dataset(
     progress: ProgressCallback | None = None,
     workers: int = 1,
     overwrite: bool = False,
+    maker: CaseMaker | None = None,
 ) -> list[Path]:
     """Write ``n_cases`` studies ``case_0000`` ... into ``out_dir`` (created if needed).
 
-    Case ``i`` uses :func:`case_seed` ``(seed, i)``. ``workers`` > 1 generates cases in
-    parallel processes (same files). Existing case folders are refused unless
-    ``overwrite``. Also writes ``phantom_dataset.json`` (config, seed, case seeds).
-    Returns the study folders.
+    Case ``i`` uses :func:`case_seed` ``(seed, i)``. Cases come from ``maker`` when given
+    (e.g. the anatomy phantom), else from the whole-body phantom with ``config``.
+    ``workers`` > 1 generates cases in parallel processes (same files). Existing case
+    folders are refused unless ``overwrite``. Also writes ``phantom_dataset.json``
+    (generator, config, seed, case seeds). Returns the study folders.
     """
-    config = config or PhantomConfig()
+    if maker is not None and config is not None:
+        raise ValueError("give either a whole-body phantom config or a case maker, not both")
+    maker = maker or WholeBodyMaker(config or PhantomConfig())
     progress = progress or no_progress
     if n_cases < 1:
         raise InputError(f"--cases is {n_cases}; ask for at least one case")
@@ -311,12 +367,13 @@ def write_dataset(
         raise InputError(f"--workers is {workers}; use at least one process")
     _check_seed(seed)
     parallel = min(workers, n_cases)
-    shape = "x".join(map(str, config.shape))
-    require_memory(
-        parallel * config.memory_bytes(),
-        f"generating {parallel} phantom{'s' if parallel > 1 else ''} of {shape} voxels at once",
-        "use fewer --workers or a smaller --shape",
-    )
+    per_case = maker.memory_bytes()
+    if per_case is not None:
+        require_memory(
+            parallel * per_case,
+            f"generating {parallel} phantom{'s' if parallel > 1 else ''} at once",
+            "use fewer --workers or a smaller --shape",
+        )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; give a folder for the phantom dataset")
@@ -332,19 +389,18 @@ def write_dataset(
     progress(0.0, f"generating {n_cases} phantom cases")
     if workers > 1 and n_cases > 1:
         with ProcessPoolExecutor(max_workers=min(workers, n_cases)) as pool:
-            futures = [pool.submit(_make_and_write, config, s, str(f)) for s, f in zip(seeds, folders)]
+            futures = [pool.submit(_make_and_write, maker, i, s, str(f)) for i, (s, f) in enumerate(zip(seeds, folders))]
             for done, future in enumerate(futures, 1):
                 future.result()
                 progress(done / n_cases, f"wrote {folders[done - 1].name}")
     else:
         for done, (s, f) in enumerate(zip(seeds, folders), 1):
-            _make_and_write(config, s, str(f))
+            _make_and_write(maker, done - 1, s, str(f))
             progress(done / n_cases, f"wrote {f.name}")
     summary = {
-        "generator": "RegC2P phantom",
+        **maker.describe(),
         "seed": int(seed),
         "n_cases": n_cases,
-        "config": config.to_dict(),
         "cases": {f.name: s for f, s in zip(folders, seeds)},
         "seconds": round(time.perf_counter() - start, 2),
     }

@@ -39,7 +39,13 @@ class Tissue(IntEnum):
     BONE_MARROW = 15
     CSF = 16
     AIRWAY = 17
-    TABLE = 18  # patient table: in the CT, not in the PET
+    TABLE = 18  # the couch's carbon-fibre skins: in the CT, not in the PET
+    FOAM = 19  # the mattress and the couch's foam core
+    BLANKET = 20
+
+
+# In the CT but not the patient: no activity, outside the body.
+EQUIPMENT = (Tissue.TABLE, Tissue.FOAM, Tissue.BLANKET)
 
 
 SOFT = (Tissue.FAT, Tissue.MUSCLE, Tissue.ABDOMEN)
@@ -68,6 +74,11 @@ class BodyPlan:
     bladder_fill: float
     offsets: dict[str, np.ndarray] = field(default_factory=dict)  # per-organ (d, y, x) jitter mm
     sizes: dict[str, float] = field(default_factory=dict)  # per-organ size scale
+    mattress_mm: float = 30.0  # foam between the back and the couch board
+    board_mm: float = 30.0  # the board's foam core between its two 2.5 mm skins
+    blanket_mm: float = 0.0  # 0: no blanket
+    blanket_gap_mm: float = 0.0  # air between the skin and the blanket
+    blanket_from: float = 400.0  # depth (mm) where the blanket starts, down to the feet
 
     def outline(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Body half width ``a`` and half depth ``b`` (mm) at depths ``d``; 0 above the neck."""
@@ -137,6 +148,11 @@ def draw_body_plan(rng: np.random.Generator) -> BodyPlan:
     for organ in ("heart", "liver", "spleen", "kidney_r", "kidney_l", "bladder", "aorta"):
         plan.offsets[organ] = rng.normal(0.0, [6.0, 4.0, 4.0])
         plan.sizes[organ] = rng.uniform(0.88, 1.12)
+    plan.mattress_mm = rng.uniform(8.0, 40.0)
+    plan.board_mm = rng.uniform(20.0, 45.0)
+    plan.blanket_mm = rng.uniform(3.0, 8.0) if rng.uniform() < 0.6 else 0.0
+    plan.blanket_gap_mm = rng.uniform(0.0, 4.0)
+    plan.blanket_from = rng.uniform(330.0, 650.0) * length
     return plan
 
 
@@ -144,7 +160,7 @@ def paint_anatomy(grid: Grid, plan: BodyPlan) -> np.ndarray:
     """Tissue labels (uint8, (z, y, x)) of the patient ``plan`` on ``grid``."""
     cv = Canvas(grid)
     d, y, x = cv.d[:, None, None], cv.y[None, :, None], cv.x[None, None, :]
-    _paint_table(cv, plan)
+    _paint_couch(cv, plan)
     _paint_trunk(cv, plan, d, y, x)
     _paint_head(cv, plan)
     _paint_thorax(cv, plan, d, y, x)
@@ -152,16 +168,43 @@ def paint_anatomy(grid: Grid, plan: BodyPlan) -> np.ndarray:
     _paint_spine(cv, plan, y, x)
     _paint_ribs(cv, plan, y, x)
     _paint_pelvis(cv, plan)
+    _paint_blanket(cv, plan, d, y, x)
     return cv.labels
 
 
-def _paint_table(cv: Canvas, plan: BodyPlan) -> None:
+def _paint_couch(cv: Canvas, plan: BodyPlan) -> None:
+    """The patient lies on a foam mattress on a carbon-fibre board (two dense skins of 2.5 mm,
+    or one grid row, around a foam core), as a PET/CT couch. Painted first: the trunk overwrites the mattress
+    where the back sinks into it."""
     _, b = plan.outline(np.linspace(300, 900, 7) * plan.length)
-    top = float(b.max()) + 6.0
-    block = cv.block((-1e9, top, -230.0), (1e9, top + 12.0, 230.0))
-    if block is not None:
-        sl, _, yy, _ = block
-        cv.paint(sl, np.ones_like(yy, dtype=bool), Tissue.TABLE)
+    back = float(b.max())  # the lowest point of the back, mm posterior
+    board = back + plan.mattress_mm
+    skin = max(2.5, cv.grid.spacing[1])  # 2.5 mm, but at least one row of the grid
+    layers = (
+        (back - 40.0, board, 250.0, Tissue.FOAM),  # the mattress, up around the sides of the back
+        (board, board + skin, 230.0, Tissue.TABLE),
+        (board + skin, board + skin + plan.board_mm, 230.0, Tissue.FOAM),
+        (board + skin + plan.board_mm, board + 2 * skin + plan.board_mm, 230.0, Tissue.TABLE),
+    )
+    for low, high, half_width, label in layers:
+        block = cv.block((-1e9, low, -half_width), (1e9, high, half_width))
+        if block is not None:
+            sl, _, yy, xx = block
+            cv.paint(sl, np.ones(np.broadcast_shapes(yy.shape, xx.shape), dtype=bool), label)
+
+
+def _paint_blanket(cv: Canvas, plan: BodyPlan, d: np.ndarray, y: np.ndarray, x: np.ndarray) -> None:
+    """A blanket over the front and sides of the body from ``blanket_from`` down, resting on
+    the skin or a few mm off it (in the air only)."""
+    if plan.blanket_mm <= 0:
+        return
+    a, b = plan.outline(cv.d)
+    a, b = a[:, None, None], b[:, None, None]
+    inner, outer = plan.blanket_gap_mm, plan.blanket_gap_mm + plan.blanket_mm
+    r_in = (x / np.maximum(a + inner, 1e-3)) ** 2 + (y / np.maximum(b + inner, 1e-3)) ** 2
+    r_out = (x / np.maximum(a + outer, 1e-3)) ** 2 + (y / np.maximum(b + outer, 1e-3)) ** 2
+    shell = (r_out <= 1.0) & (r_in > 1.0) & (y < 0.3 * b) & (a > 0) & (d >= plan.blanket_from)
+    cv.paint((slice(None), slice(None), slice(None)), shell, Tissue.BLANKET, over=[Tissue.AIR])
 
 
 def _paint_trunk(cv: Canvas, plan: BodyPlan, d: np.ndarray, y: np.ndarray, x: np.ndarray) -> None:
@@ -468,8 +511,10 @@ def tissue_values(rng: np.random.Generator) -> TissueValues:
         Tissue.BONE_MARROW: (u(180, 300), u(1.0, 1.5)),
         Tissue.CSF: (u(4, 12), u(0.15, 0.3)),
         Tissue.AIRWAY: (-1000.0, u(0.05, 0.15)),
-        Tissue.TABLE: (u(-350, -250), 0.0),
+        Tissue.TABLE: (u(150, 450), 0.0),
     }
+    table[Tissue.FOAM] = (u(-930, -780), 0.0)
+    table[Tissue.BLANKET] = (u(-850, -650), 0.0)  # folds are denser: see the phantom's CT texture
     for label, (h, s) in table.items():
         hu[label], suv[label] = h, s
     suv[Tissue.BRAIN_WHITE] = suv[Tissue.BRAIN_GRAY] * u(0.3, 0.42)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .phantom_anatomy import BONE, BodyPlan, Tissue, TissueValues
+from .phantom_anatomy import BONE, EQUIPMENT, BodyPlan, Tissue, TissueValues
 from .phantom_grid import Canvas, Grid, ellipsoid_r2
 
 KINDS = ("lung", "liver", "node")
@@ -97,7 +97,7 @@ def place_lesions(
             continue
         sl, d, y, x = block
         mask = ellipsoid_r2(d, y, x, center, radii, float(rng.uniform(0, 180))) <= 1.0  # type: ignore[arg-type]
-        mask &= ~np.isin(labels[sl], [*BONE, Tissue.AIR, Tissue.AIRWAY, Tissue.TABLE])
+        mask &= ~np.isin(labels[sl], [*BONE, Tissue.AIR, Tissue.AIRWAY, *EQUIPMENT])
         if not mask.any():
             continue
         canvas.paint(sl, mask, lesion.label, over=[0])

@@ -17,10 +17,10 @@ import numpy as np
 
 from .. import values
 from ..atomic import atomic_path
+from ..choices import SUBSETS
 from ..errors import InputError, one_line
 from .studies import Study
 
-SUBSETS = ("train", "val", "test")
 MANIFEST_FORMAT = "regc2p-split"
 MANIFEST_VERSION = 1
 

@@ -4,13 +4,16 @@
 
     DATASET/
       patient_001/
-        ct.nii.gz            CT in HU (any SimpleITK format) or ct/ = a DICOM series folder
-        pet.nii.gz           PET in SUVbw, or pet/ = a PET DICOM series (converted to SUVbw)
+        ct.nii.gz            CT in HU (any SimpleITK format) or ct/ = a DICOM folder (tree)
+        pet.nii.gz           PET in SUVbw, or pet/ = a PET DICOM folder (converted to SUVbw)
         pet_aligned.nii.gz   optional: PET aligned with the CT (ground truth, phantoms only)
-        lesions.nii.gz       optional: lesion label map
-        study.json           optional: {"suv_factor": F} (SUV per Bq/ml) when the PET is in Bq/ml
-                             or its DICOM header lacks what SUVbw needs
-      patient_002/ ...
+        lesions.nii.gz       optional: lesion label map (a volume file)
+        study.json           optional: {"suv_factor": F} (SUV per rescaled PET value) when the PET
+                             is in Bq/ml or its DICOM header lacks what SUVbw needs;
+                             {"ct_series": ID, "pet_series": ID} to choose DICOM series
+      patient_002/
+        dicom/               a PACS export (any tree): supplies the CT and the PET that the
+                             study does not give as ct.* / pet.*
 
 :func:`discover_studies` finds the studies and reports every folder it cannot use and
 why; :func:`load_study` reads one study and resamples the PET (and the optional
@@ -29,18 +32,24 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..volume_io import WRITABLE_SUFFIXES, check_volume, read_image, resample_onto, to_axial
-from .dicom_suv import read_ct_hu, read_pet_suv
+from ..volume_io import WRITABLE_SUFFIXES, check_ct, check_volume, read_image, resample_onto, to_axial
+from .dicom_series import read_ct_series
+from .dicom_suv import read_pet_suv
 
 ROLES = ("ct", "pet", "pet_aligned", "lesions")
 REQUIRED = ("ct", "pet")
+DICOM_FOLDER = "dicom"  # a DICOM tree supplying the CT and the PET
+STUDY_JSON_KEYS = {"suv_factor", "ct_series", "pet_series"}
 SUV_PLAUSIBLE_MAX = 500.0  # above this a "SUV" PET is almost surely Bq/ml
 SUV_PLAUSIBLE_MIN = -10.0  # reconstruction noise dips a little below 0 SUV; far below, the values are not SUV
+MIN_COVERAGE = 0.5  # a CT slice is used (trained on, scored) when at least half of it lies in the PET field of view
 
 
 @dataclass(frozen=True)
 class Study:
-    """Paths of one study. ``ct``/``pet`` are files or DICOM series folders."""
+    """Paths of one study. ``ct``/``pet`` are files or DICOM folders (both may be the
+    same ``dicom/`` tree); ``ct_series``/``pet_series`` choose among several DICOM series
+    (UID or series number; from ``study.json``)."""
 
     name: str
     folder: Path
@@ -49,11 +58,13 @@ class Study:
     pet_aligned: Path | None = None
     lesions: Path | None = None
     suv_factor: float | None = None
+    ct_series: str | None = None
+    pet_series: str | None = None
 
     def sources(self) -> list[Path]:
         """Every input file of the study (DICOM folders expanded), for cache keys."""
         files: list[Path] = []
-        for path in (self.ct, self.pet, self.pet_aligned, self.lesions, self.folder / "study.json"):
+        for path in dict.fromkeys((self.ct, self.pet, self.pet_aligned, self.lesions, self.folder / "study.json")):
             if path is None or not path.exists():
                 continue
             if path.is_dir():
@@ -88,10 +99,11 @@ class LoadedStudy:
 
 
 def _role_of(path: Path) -> tuple[str, bool] | None:
-    """(role, is_dicom_folder) of a study-folder entry, or None if it is not a study volume."""
+    """(role, is_dicom_folder) of a study-folder entry, or None if it is not a study volume.
+    The role of a ``dicom/`` folder is :data:`DICOM_FOLDER`."""
     lower = path.name.lower()
     if path.is_dir():
-        return (lower, True) if lower in ROLES else None
+        return (lower, True) if lower in (*ROLES, DICOM_FOLDER) else None
     for suffix in WRITABLE_SUFFIXES:
         if lower.endswith(suffix):
             stem = lower[: -len(suffix)]
@@ -111,23 +123,38 @@ def _find_volumes(folder: Path) -> dict[str, Path]:
         if len(paths) > 1:
             names = ", ".join(p.name for p in paths)
             raise InputError(f"it holds several {role} volumes ({names}); keep one")
-    return {role: paths[0] for role, paths in found.items()}
+    volumes = {role: paths[0] for role, paths in found.items()}
+    if "lesions" in volumes and volumes["lesions"].is_dir():
+        raise InputError("its lesions/ is a folder; give the lesion map as a volume file (lesions.nii.gz, .nrrd, ...)")
+    tree = volumes.pop(DICOM_FOLDER, None)
+    if tree is not None:
+        for role in REQUIRED:
+            volumes.setdefault(role, tree)
+    return volumes
 
 
-def _read_study_json(folder: Path) -> float | None:
+def _read_study_json(folder: Path) -> dict[str, object]:
+    """The study's ``study.json`` (``suv_factor``, ``ct_series``, ``pet_series``), checked; {} when absent."""
     path = folder / "study.json"
     if not path.exists():
-        return None
+        return {}
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"its study.json is not valid JSON ({exc}); fix it or remove it") from exc
-    if not isinstance(data, dict) or set(data) - {"suv_factor"}:
-        raise InputError('its study.json may only hold {"suv_factor": <number>}')
+    if not isinstance(data, dict) or set(data) - STUDY_JSON_KEYS:
+        raise InputError('its study.json may only hold "suv_factor" (a number), "ct_series" and "pet_series" (UID or number)')
     factor = data.get("suv_factor")
-    if factor is not None and (not isinstance(factor, (int, float)) or factor <= 0):
+    if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0):
         raise InputError(f"its study.json suv_factor {factor!r} must be a positive number")
-    return None if factor is None else float(factor)
+    for key in ("ct_series", "pet_series"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip()):
+            raise InputError(f"its study.json {key} {value!r} must be a SeriesInstanceUID or a series number")
+    return {
+        "suv_factor": None if factor is None else float(factor),
+        **{key: str(data[key]).strip() for key in ("ct_series", "pet_series") if data.get(key) is not None},
+    }
 
 
 def discover_studies(root: str | os.PathLike[str]) -> tuple[list[Study], list[Skipped]]:
@@ -154,16 +181,16 @@ def discover_studies(root: str | os.PathLike[str]) -> tuple[list[Study], list[Sk
             missing = [r for r in REQUIRED if r not in volumes]
             if missing:
                 what = " and ".join(f"{r}.* (or a {r}/ DICOM folder)" for r in missing)
-                raise InputError(f"it has no {what}; add it or move the folder out of the dataset")
-            for role, path in volumes.items():
+                raise InputError(f"it has no {what}; add it (or a dicom/ folder with the series) or move the folder away")
+            for path in set(volumes.values()):
                 if path.is_dir() and not any(p.is_file() for p in path.rglob("*")):
-                    raise InputError(f"its {role}/ folder is empty; put the DICOM series there or remove the folder")
-            factor = _read_study_json(entry)
+                    raise InputError(f"its {path.name}/ folder is empty; put the DICOM series there or remove the folder")
+            options = _read_study_json(entry)
         except InputError as exc:
             skipped.append(Skipped(entry.name, str(exc)))
             continue
         studies.append(
-            Study(entry.name, entry, volumes["ct"], volumes["pet"], volumes.get("pet_aligned"), volumes.get("lesions"), factor)
+            Study(entry.name, entry, volumes["ct"], volumes["pet"], volumes.get("pet_aligned"), volumes.get("lesions"), **options)  # type: ignore[arg-type]
         )
     if not studies and not skipped:
         raise InputError(
@@ -207,11 +234,26 @@ def check_overlap(ct: sitk.Image, other: sitk.Image, what: str) -> None:
         )
 
 
-def read_pet(path: Path, suv_factor: float | None, what: str = "PET") -> sitk.Image:
-    """A PET in SUVbw (float32): a DICOM folder via :func:`read_pet_suv`, a file as stored
-    (SUV), or multiplied by ``suv_factor`` when the file holds Bq/ml."""
+def _how_to_choose(key: str) -> str:
+    return f'choose one with {{"{key}": "<SeriesInstanceUID or series number>"}} in the study\'s study.json'
+
+
+def read_ct(path: Path, series: str | None = None) -> sitk.Image:
+    """A CT as float32 HU: a volume file, or the CT series of a DICOM folder tree
+    (``series`` chooses among several). SimpleITK applies the rescale slope/intercept.
+    Refuses values that are not plausible HU."""
+    image = read_ct_series(path, series, _how_to_choose("ct_series")).image if path.is_dir() else read_image(path)
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    check_ct(image)
+    return image
+
+
+def read_pet(path: Path, suv_factor: float | None, what: str = "PET", series: str | None = None) -> sitk.Image:
+    """A PET in SUVbw (float32): a DICOM folder tree via :func:`read_pet_suv` (``series``
+    chooses among several attenuation-corrected series), a file as stored (SUV), or
+    multiplied by ``suv_factor`` when the file holds Bq/ml."""
     if path.is_dir():
-        image = read_pet_suv(path, suv_factor)
+        image = read_pet_suv(path, suv_factor, series, _how_to_choose("pet_series"))
     else:
         image = sitk.Cast(read_image(path), sitk.sitkFloat32)
         if suv_factor is not None:
@@ -246,8 +288,8 @@ def load_study(study: Study) -> LoadedStudy:
     or volumes that do not overlap the CT.
     """
     try:
-        ct = to_axial(read_ct_hu(study.ct))  # axial slices, as inference sees them
-        pet = read_pet(study.pet, study.suv_factor)
+        ct = to_axial(read_ct(study.ct, study.ct_series))  # axial slices, as inference sees them
+        pet = read_pet(study.pet, study.suv_factor, series=study.pet_series)
         check_overlap(ct, pet, "PET")
         coverage = _coverage(pet, ct)
         if coverage.max() <= 0:

@@ -9,7 +9,7 @@ from .blocks import init_normal
 
 
 class Discriminator(nn.Sequential):
-    """RegGAN's unconditional discriminator (DESIGN.md §2).
+    """RegGAN's unconditional discriminator (docs/method.md §2).
 
     conv4 stride 2 1 -> C + LReLU(0.2); ``n_layers - 1`` more stride-2 conv4 doubling
     the width with IN + LReLU; one stride-1 conv4 doubling again with IN + LReLU; conv4

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..config import GeneratorConfig
@@ -10,7 +9,7 @@ from .blocks import ResidualBlock2d, conv_norm_relu, init_normal
 
 
 class Generator(nn.Sequential):
-    """CycleGAN-style ResNet generator exactly as in RegGAN (DESIGN.md §2).
+    """CycleGAN-style ResNet generator exactly as in RegGAN (docs/method.md §2).
 
     reflect-pad 3, conv7 -> C, IN, ReLU; ``n_downsampling`` stride-2 conv3 doubling the
     width; ``n_residual_blocks`` residual blocks; as many transposed conv3 (stride 2,
@@ -35,6 +34,3 @@ class Generator(nn.Sequential):
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, 1, 7), nn.Tanh()]
         super().__init__(*layers)
         init_normal(self)
-
-    def forward(self, ct: torch.Tensor) -> torch.Tensor:
-        return super().forward(ct)

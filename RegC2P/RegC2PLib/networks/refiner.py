@@ -26,11 +26,6 @@ class Refiner(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    @property
-    def in_plane_multiple(self) -> int:
-        """H and W must be divisible by this."""
-        return 2 ** (len(self.encoder) - 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         h = x

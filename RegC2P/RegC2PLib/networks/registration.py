@@ -45,7 +45,7 @@ class _Up(nn.Module):
 
 
 class RegistrationNet(nn.Module):
-    """RegGAN's residual U-Net (DESIGN.md §2); the field starts at (almost) zero."""
+    """RegGAN's residual U-Net (docs/method.md §2); the field starts at (almost) zero."""
 
     def __init__(self, cfg: RegistrationConfig) -> None:
         super().__init__()

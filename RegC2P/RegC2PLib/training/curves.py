@@ -1,14 +1,16 @@
-"""Loss and validation curves from the metrics log, as one PNG."""
+"""Loss and validation curves from the metrics log, as one PNG.
+
+matplotlib is optional: Slicer does not bundle it, so a training worker inside Slicer
+may run without it (:func:`can_plot`); it is imported only when drawing, through its
+object API (no pyplot), so the host application's plotting backend is never changed.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from ..atomic import atomic_path
@@ -23,11 +25,24 @@ def _smooth(values: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(values, np.ones(width) / width, mode="valid")
 
 
+NO_MATPLOTLIB = "matplotlib is not installed, so no curves.png is drawn (metrics.jsonl holds every value)"
+
+
+def can_plot() -> bool:
+    """Whether matplotlib can be imported here (Slicer does not bundle it)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def plot_curves(log_path: Path, out_path: Path) -> None:
-    """Training losses per stage (moving average) and validation metrics per epoch."""
+    """Training losses per stage (moving average) and validation metrics per epoch (needs matplotlib)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     stages = [s for s in _LOSSES if any(r["stage"] == s for r in records)]
-    fig, axes = plt.subplots(len(stages), 2, figsize=(11, 3.6 * max(1, len(stages))), squeeze=False)
+    fig = Figure(figsize=(11, 3.6 * max(1, len(stages))))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(stages), 2, squeeze=False)
     for row, stage in zip(axes, stages):
         train = [r for r in records if r["stage"] == stage and r["kind"] == "train"]
         val = [r for r in records if r["stage"] == stage and r["kind"] == "val"]
@@ -50,4 +65,3 @@ def plot_curves(log_path: Path, out_path: Path) -> None:
     fig.tight_layout()
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)

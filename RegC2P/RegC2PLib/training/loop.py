@@ -1,7 +1,7 @@
 """The one training loop both stages share: epochs, schedule, checkpoints, log, resume.
 
-Resumable at any step: the sample order of an epoch is a pure function of
-``(seed, stage, epoch)``, so after a kill the loop reloads the last checkpoint (weights,
+Resumable at any step: the samples of an epoch and their order are a pure function of
+``(seed, stage, epoch)`` (:class:`~.sampling.EpochSampler`), so after a kill the loop reloads the last checkpoint (weights,
 optimisers, schedules, counters, RNG state) and skips the batches that epoch already
 used; the resumed run then takes exactly the steps an uninterrupted run takes.
 """
@@ -23,7 +23,9 @@ from ..atomic import atomic_path
 from ..errors import RegC2PError, one_line
 from ..progress import ProgressCallback, no_progress
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
 from .run_folder import config_record, read_metrics
+from .sampling import EpochSampler, mix
 from .tasks import Task
 
 Validator = Callable[[Task], dict[str, float]]
@@ -31,21 +33,6 @@ Validator = Callable[[Task], dict[str, float]]
 
 class TrainingStopped(RegC2PError):
     """A stop was requested (Ctrl-C or a STOP file); the last checkpoint is kept."""
-
-
-@dataclass
-class StageSettings:
-    """What differs between the stages for the loop."""
-
-    epochs: int
-    batch_size: int
-    max_steps: int  # 0: no cap
-    lr_schedule: str
-    decay_start: float
-    checkpoint_every: int
-    validate_every: int  # 0: only at epoch ends and the end of the stage
-    seed: int
-    num_workers: int
 
 
 @dataclass
@@ -94,21 +81,10 @@ class MetricsLog:
             tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
 
-def epoch_order(n_samples: int, seed: int, stage: str, epoch: int) -> list[int]:
-    """The shuffled sample order of one epoch, reproducible from its arguments alone."""
-    generator = torch.Generator().manual_seed(_mix(seed, stage, epoch))
-    return torch.randperm(n_samples, generator=generator).tolist()
-
-
-def _mix(seed: int, stage: str, epoch: int) -> int:
-    # Python's hash() of a str is salted per process; use a stable mix instead.
-    return (seed * 1_000_003 + sum(map(ord, stage)) * 10_007 + epoch) % (2**63 - 1)
-
-
-def _lr_factor(settings: StageSettings, total_steps: int) -> Callable[[int], float]:
-    if settings.lr_schedule == "constant":
+def _lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    if cfg.lr_schedule == "constant":
         return lambda step: 1.0
-    start = int(settings.decay_start * total_steps)
+    start = int(cfg.decay_start * total_steps)
 
     def factor(step: int) -> float:
         return 1.0 if step < start else max(0.0, 1.0 - (step - start) / max(1, total_steps - start))
@@ -119,29 +95,32 @@ def _lr_factor(settings: StageSettings, total_steps: int) -> Callable[[int], flo
 def run_stage(
     task: Task,
     dataset: Dataset,
-    settings: StageSettings,
+    sampler: EpochSampler,
+    cfg: TrainConfig,
     checkpoint_dir: Path,
     log: MetricsLog,
     validate: Validator | None,
     stop: StopRequest,
     progress: ProgressCallback = no_progress,
 ) -> Counters:
-    """Train ``task`` to the end of its budget, resuming from its last checkpoint if any.
+    """Train ``task`` on the samples of ``dataset`` that ``sampler`` picks for each epoch, to
+    the end of its budget in ``cfg`` (its stage's epochs and batch size, ``max_steps``),
+    resuming from its last checkpoint if any.
 
     Writes ``<stage>_last.pt`` every ``checkpoint_every`` steps and at each epoch end,
     and ``<stage>_best.pt`` (weights only) when validation improves (lower score).
     """
-    n = len(dataset)  # type: ignore[arg-type]
-    steps_per_epoch = n // settings.batch_size
+    n = sampler.length
+    batch_size = cfg.batch_size_of(task.name)
+    steps_per_epoch = n // batch_size
     if steps_per_epoch < 1:
         raise RegC2PError(
-            f"{task.name}: {n} training samples are fewer than one batch of {settings.batch_size}; "
-            "add data or lower the batch size"
+            f"{task.name}: {n} training samples are fewer than one batch of {batch_size}; add data or lower the batch size"
         )
-    total = settings.epochs * steps_per_epoch
-    if settings.max_steps:
-        total = min(total, settings.max_steps)
-    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(settings, total)) for k, opt in task.optimizers.items()}
+    total = cfg.epochs_of(task.name) * steps_per_epoch
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg, total)) for k, opt in task.optimizers.items()}
     last_path = checkpoint_dir / f"{task.name}_last.pt"
     counters = Counters()
     if last_path.exists():
@@ -156,13 +135,11 @@ def run_stage(
 
     started, first_step, seconds_before = time.monotonic(), counters.step, counters.seconds
     while counters.step < total:
-        order = epoch_order(n, settings.seed, task.name, counters.epoch)
-        usable = order[: steps_per_epoch * settings.batch_size][counters.step_in_epoch * settings.batch_size :]
+        order = sampler.indices(counters.epoch)
+        usable = order[: steps_per_epoch * batch_size][counters.step_in_epoch * batch_size :]
         # Its own generator: worker seeds are reproducible and the global RNG is left alone.
-        loader_rng = torch.Generator().manual_seed(_mix(settings.seed, task.name, counters.epoch) + counters.step_in_epoch)
-        loader = DataLoader(
-            Subset(dataset, usable), batch_size=settings.batch_size, num_workers=settings.num_workers, generator=loader_rng
-        )
+        loader_rng = torch.Generator().manual_seed(mix(cfg.seed, task.name, counters.epoch) + counters.step_in_epoch)
+        loader = DataLoader(Subset(dataset, usable), batch_size=batch_size, num_workers=cfg.num_workers, generator=loader_rng)
         for module in task.modules.values():
             module.train()
         for batch in loader:
@@ -179,9 +156,9 @@ def run_stage(
             progress(
                 counters.step / total, f"{task.name} step {counters.step}/{total} epoch {counters.epoch + 1} ({rate:.2f} it/s)"
             )
-            if settings.validate_every and counters.step % settings.validate_every == 0 and counters.step < total:
+            if cfg.validate_every and counters.step % cfg.validate_every == 0 and counters.step < total:
                 _validate(task, validate, counters, checkpoint_dir, log)
-            if counters.step % settings.checkpoint_every == 0:
+            if counters.step % cfg.checkpoint_every == 0:
                 checkpoint()
             if stop():
                 checkpoint()

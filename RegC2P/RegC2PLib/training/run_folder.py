@@ -4,8 +4,8 @@ A damaged or edited run folder is refused with one line naming the file and the 
 instead of a traceback later, a segmentation fault in the warp's backward pass (NaN
 weights), or — worst — a run that silently continues with other settings:
 
-* ``run.json``: valid JSON with ``model``, ``train``, ``data`` and ``command`` of the
-  right types, and configurations that validate;
+* ``run.json``: valid JSON with ``model``, ``train``, ``data`` (the dataset folders) and
+  ``command`` of the right types, and configurations that validate;
 * each checkpoint: the structure the training loop reads, the networks' tensor names
   and shapes, finite weights and optimiser moments, and the run configuration it was
   written with equal to ``run.json``'s (except :data:`RESUME_OVERRIDES`, which a resume
@@ -35,24 +35,25 @@ from ..errors import InputError, ModelFileError, RegC2PError, one_line
 from ..networks import Discriminator, Generator, Refiner, RegistrationNet
 from .checkpoint import load_checkpoint
 from .config import RESUME_OVERRIDES, TrainConfig
+from .sources import DataSource, sources_from_json
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_STAGES = ("stage1", "stage2")
-# Everything a run writes into its folder (what a failed new run removes again).
+# Everything a run writes into its folder (what a failed new run removes again), besides split-NAME.json of mixed runs.
 RUN_ENTRIES = (RUN_FILE, "split.json", "cache", "checkpoints", METRICS_FILE, "curves.png", "init.safetensors", "STOP")
 _COUNTERS = {"epoch": int, "step_in_epoch": int, "step": int, "best_score": float, "validated_step": int, "completed": bool}
 _RESTORE = "restore it from a backup, or start a new run"
-_JSON_KIND = {dict: "object", str: "string", list: "array"}
+_JSON_KIND = {dict: "object", str: "string", list: "array", (list, str): "array"}
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A validated ``run.json``: configs (``train`` with the resume's overrides applied), data folder, the raw object."""
+    """A validated ``run.json``: configs (``train`` with the resume's overrides applied), dataset folders, the raw object."""
 
     model: ModelConfig
     train: TrainConfig
-    data: Path
+    sources: tuple[DataSource, ...]
     raw: dict[str, Any]
 
 
@@ -90,7 +91,9 @@ def read_run_record(out: Path) -> RunRecord:
         raise InputError(f"{path} is not valid JSON ({one_line(exc)}); {_RESTORE}") from exc
     if not isinstance(raw, dict):
         raise InputError(f"{path} does not hold a JSON object; {_RESTORE}")
-    for key, kind in (("model", dict), ("train", dict), ("data", str), ("command", str), ("resumes", list), ("init", dict)):
+    # "data": a list of dataset folders (a plain path in runs of one folder made before mixed training)
+    keys = (("model", dict), ("train", dict), ("data", (list, str)), ("command", str), ("resumes", list), ("init", dict))
+    for key, kind in keys:
         if key not in raw and key not in ("resumes", "init"):
             raise InputError(f"{path} lacks {key!r}; {_RESTORE}")
         if key in raw and not isinstance(raw[key], kind):
@@ -103,7 +106,11 @@ def read_run_record(out: Path) -> RunRecord:
         train = TrainConfig.from_dict(raw["train"])
     except (TypeError, ValueError) as exc:
         raise InputError(f"{path}: the training configuration is invalid ({one_line(exc)}); {_RESTORE}") from exc
-    return RunRecord(model, train, Path(raw["data"]), raw)
+    try:
+        sources = sources_from_json(raw["data"])
+    except InputError as exc:
+        raise InputError(f"{path}: {one_line(exc)}; {_RESTORE}") from exc
+    return RunRecord(model, train, sources, raw)
 
 
 def _stage_modules(stage: str, model: ModelConfig, train: TrainConfig) -> dict[str, nn.Module]:
@@ -210,8 +217,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def discard_new_run(out: Path, created: bool) -> None:
     """Remove what a new run wrote into ``out`` before it failed (and ``out`` itself if ``created``)."""
-    for name in RUN_ENTRIES:
-        entry = out / name
+    for entry in [*(out / name for name in RUN_ENTRIES), *out.glob("split-*.json")]:
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:

@@ -7,7 +7,7 @@ Run folder layout::
       split.json          train/val/test studies (by study, seeded)
       checkpoints/        stage1_last.pt, stage1_best.pt, stage2_last.pt, stage2_best.pt
       metrics.jsonl       one JSON object per step (losses, lr) and per validation
-      curves.png          losses and validation metrics
+      curves.png          losses and validation metrics (drawn when matplotlib is installed)
       init.safetensors    copy of the --init-from model whose G (and F) start the run
       model.safetensors   G + F of the kept steps (best validation, or the last with keep='last')
       STOP                create this file to stop the run cleanly (GUIs do)
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,18 +27,20 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, write_json
-from ..config import ModelConfig
+from ..config import ModelConfig, model_differences
+from ..data.split import read_manifest
 from ..errors import InputError
 from ..inference.device import resolve_device
 from ..memory import require_memory, training_bytes
 from ..model_file import LoadedModel, load_model, save_model
 from ..networks import Generator, Refiner, RegistrationNet
-from ..progress import ProgressCallback, Stage, no_progress
-from .config import TrainConfig
-from .curves import plot_curves
+from ..progress import ProgressCallback, ProgressRange, no_progress
+from .config import RESUME_OVERRIDES, TrainConfig
+from .curves import NO_MATPLOTLIB, can_plot, plot_curves
 from .data_access import prepare_data
-from .loop import MetricsLog, StageSettings, StopRequest, load_stage_weights, run_stage
+from .loop import MetricsLog, StopRequest, load_stage_weights, run_stage
 from .run_folder import RUN_FILE, discard_new_run, validate_run_folder
+from .sources import DataSource, manifest_path
 from .tasks import GanTask, RefinerTask
 from .validation import make_validator
 
@@ -48,17 +50,19 @@ INIT_FILE = "init.safetensors"
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What ``regc2p train`` and the RegC2PTraining module ask for.
+    """What ``regc2p train``, the batch script and the RegC2PTraining module ask for.
 
-    On ``resume`` the model and training config come from ``out/run.json``; only the
-    fields named in ``resume_overrides`` (e.g. ``max_steps``, ``stage``) are replaced,
-    and each resume is appended to the ``resumes`` list of ``run.json``.
+    A new run needs ``data`` (one dataset folder, or several :class:`~.sources.DataSource`
+    with weights and split manifests), ``model`` and ``train``; on ``resume`` all three come
+    from ``out/run.json`` (leave them empty) and only the fields in ``resume_overrides`` —
+    a subset of :data:`~.config.RESUME_OVERRIDES` — change; each resume is listed in the
+    ``resumes`` of ``run.json``.
     """
 
-    data: Path | None
     out: Path
-    model: ModelConfig
-    train: TrainConfig
+    data: Path | Sequence[DataSource] | None = None
+    model: ModelConfig | None = None
+    train: TrainConfig | None = None
     resume: bool = False
     command: str = ""
     resume_overrides: dict[str, Any] = field(default_factory=dict)
@@ -76,15 +80,15 @@ def train(
     """
     out = options.out
     created = not out.exists()
-    model_cfg, train_cfg, data_root = open_run(options)
+    model_cfg, train_cfg, sources = open_run(options)
     (out / "STOP").unlink(missing_ok=True)
     stop = stop or StopRequest(out / "STOP")
     _seed_everything(train_cfg)
-    stages = ("stage1", "stage2") if train_cfg.stage == "all" else ("stage1",) if train_cfg.stage == "1" else ("stage2",)
+    stages = train_cfg.stages()
     try:
         device = resolve_device(train_cfg.device)
-        data = prepare_data(data_root, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
-        if "stage2" in stages and data.windows is None:
+        data = prepare_data(sources, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
+        if "stage2" in stages and (data.windows is None or data.window_sampler is None):
             raise InputError("stage 2 needs whole volumes; a RegGAN/CPDM slice folder only supports --stage 1")
     except BaseException:
         if not options.resume:  # a new run refused by its data leaves nothing, so the retry is a new run again
@@ -94,7 +98,7 @@ def train(
     log = MetricsLog(out / "metrics.jsonl")
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
-    init = load_model(out / INIT_FILE) if train_cfg.init_from else None
+    init = load_model(out / INIT_FILE, fine_tuning=True) if train_cfg.init_from else None
     share = {"stage1": (0.0, 0.8 if "stage2" in stages else 1.0), "stage2": (0.8 if "stage1" in stages else 0.0, 1.0)}
 
     try:
@@ -103,43 +107,50 @@ def train(
             task = GanTask(model_cfg, train_cfg, device)
             if init is not None:  # a resumed stage then loads its checkpoint over these
                 task.generator.load_state_dict(init.generator.state_dict())
-            settings = _settings(train_cfg, train_cfg.epochs, train_cfg.batch_size)
             validator = make_validator(data.val_volumes, model_cfg, device, refine=False)
-            run_stage(task, data.slices, settings, checkpoints, log, validator, stop, Stage(progress, *share["stage1"]))
+            part = ProgressRange(progress, *share["stage1"])
+            run_stage(task, data.slices, data.slice_sampler, train_cfg, checkpoints, log, validator, stop, part)
         generator, registration = _stage1_networks(model_cfg, checkpoints, train_cfg.keep)
         if "stage2" in stages:
             torch.manual_seed(train_cfg.seed + 1)
             task = RefinerTask(model_cfg, train_cfg, device, generator, registration)
             if init is not None and init.refiner is not None:
                 task.refiner.load_state_dict(init.refiner.state_dict())
-            settings = _settings(train_cfg, train_cfg.refiner_epochs, train_cfg.refiner_batch_size)
             validator = make_validator(data.val_volumes, model_cfg, device, refine=True)
-            run_stage(task, data.windows, settings, checkpoints, log, validator, stop, Stage(progress, *share["stage2"]))
+            part = ProgressRange(progress, *share["stage2"])
+            run_stage(task, data.windows, data.window_sampler, train_cfg, checkpoints, log, validator, stop, part)
         refiner = None
         if (checkpoints / "stage2_last.pt").exists():
             refiner = Refiner(model_cfg.refiner)
             refiner.load_state_dict(load_stage_weights(checkpoints, "stage2", train_cfg.keep)["refiner"])
     finally:
         if log.path.exists():
-            plot_curves(log.path, out / "curves.png")
+            if can_plot():
+                plot_curves(log.path, out / "curves.png")
+            else:
+                notify(NO_MATPLOTLIB)
     model = LoadedModel(model_cfg, generator.eval(), refiner.eval() if refiner is not None else None)
-    info = {"command": options.command, "mode": train_cfg.mode, "data": str(data_root), "split": data.split_digest}
+    data_record = ", ".join(f"{s.name}={s.path}:{s.weight:g}" if len(sources) > 1 else str(s.path) for s in sources)
+    info = {"command": options.command, "mode": train_cfg.mode, "data": data_record, "split": data.split_digest}
     save_model(out / MODEL_FILE, model, info)
     return out / MODEL_FILE
 
 
-def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
-    """Create a new run folder (``run.json``) or read a resumed one's configs and data folder.
+def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, tuple[DataSource, ...]]:
+    """Create a new run folder (``run.json``) or read a resumed one's configs and dataset folders.
 
     Refuses a non-empty folder for a new run, ``--stage 2`` on a new run, an ``init_from``
     model of another network config and a run that cannot fit in memory, each with a
     one-line error, before the folder is touched; a new run whose files cannot be written
     leaves no folder. On resume the whole run folder is validated first
     (:func:`.run_folder.validate_run_folder`), and the resume is recorded in ``run.json``
-    only then. The ``init_from`` model is copied into the run folder, so a resume does
-    not depend on the original file.
+    only then. The ``init_from`` model and given split manifests are copied into the run
+    folder, so a resume does not depend on the original files.
     """
     out, run_file = options.out, options.out / RUN_FILE
+    unknown = sorted(set(options.resume_overrides) - set(RESUME_OVERRIDES))
+    if unknown:
+        raise InputError(f"a continued run can only change {', '.join(RESUME_OVERRIDES)}, not {', '.join(unknown)}")
     if options.resume:
         run = validate_run_folder(out, options.resume_overrides)
         _require_memory(run.model, run.train)
@@ -147,11 +158,17 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
         saved = run.raw
         saved.setdefault("resumes", []).append({"command": options.command, "overrides": options.resume_overrides})
         write_json(run_file, saved)
-        return run.model, run.train, run.data
-    if options.data is None:
+        return run.model, run.train, run.sources
+    if not options.data:
         raise InputError("--data is required for a new run; give a dataset folder")
-    if not options.data.is_dir():
-        raise InputError(f"dataset folder {options.data} does not exist")
+    if options.model is None or options.train is None:
+        raise InputError("a new run needs its model and training configuration")
+    sources = (DataSource(options.data),) if isinstance(options.data, Path) else tuple(options.data)
+    for source in sources:
+        if not source.path.is_dir():
+            raise InputError(f"dataset folder {source.path} does not exist")
+        if source.split is not None:
+            read_manifest(source.split)  # a one-line error for a missing or broken manifest, before anything is written
     if out.exists() and any(out.iterdir()):
         raise InputError(f"run folder {out} already exists and is not empty; use --resume to continue it or choose a new folder")
     if options.train.stage == "2":
@@ -159,14 +176,19 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
     init = _check_init(options.train.init_from, options.model)
     _require_memory(options.model, options.train)
     created = not out.exists()
+    sources = tuple(DataSource(s.path.resolve(), s.name, s.weight, s.split) for s in sources)
     record = {
         "model": options.model.to_dict(),
         "train": options.train.to_dict(),
-        "data": str(options.data.resolve()),
+        "data": [s.to_json() for s in sources],
         "command": options.command,
     }
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for source in sources:
+            if source.split is not None:
+                with atomic_path(manifest_path(out, source, len(sources))) as tmp:
+                    shutil.copyfile(source.split, tmp)
         if init is not None:
             with atomic_path(out / INIT_FILE) as tmp:
                 shutil.copyfile(init.path, tmp)  # type: ignore[arg-type]
@@ -175,7 +197,7 @@ def open_run(options: RunOptions) -> tuple[ModelConfig, TrainConfig, Path]:
     except BaseException:  # e.g. a full disk: a half-made folder would block the retry
         discard_new_run(out, created)
         raise
-    return options.model, options.train, options.data.resolve()
+    return options.model, options.train, sources
 
 
 def _require_memory(model: ModelConfig, train: TrainConfig) -> None:
@@ -189,15 +211,16 @@ def _require_memory(model: ModelConfig, train: TrainConfig) -> None:
 
 
 def _check_init(path: str, model: ModelConfig) -> LoadedModel | None:
-    """The verified ``init_from`` model, or None; its networks must be the run's."""
+    """The verified ``init_from`` model, or None; its G and F must have the run's shapes
+    (the grid, slice size and intensity scaling may differ: that is what fine-tuning adapts)."""
     if not path:
         return None
-    init = load_model(path)
-    if init.config != model:
+    init = load_model(path, fine_tuning=True)
+    if not init.config.same_networks(model):
+        differences = "; ".join(model_differences(init.config, model, ("generator", "refiner")))
         raise InputError(
-            f"--init-from {Path(path).name} holds a {init.config.preset} network of {init.config.image_size} px slices, "
-            f"not the {model.preset} network of {model.image_size} px this run asks for; "
-            "leave out --preset/--image-size/--window/--stride to use the model's own"
+            f"--init-from {Path(path).name} holds other networks than this run asks for: {differences}; "
+            "leave out --preset to use the model's own"
         )
     return init
 
@@ -210,20 +233,6 @@ def _seed_everything(cfg: TrainConfig) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-
-
-def _settings(cfg: TrainConfig, epochs: int, batch_size: int) -> StageSettings:
-    return StageSettings(
-        epochs=epochs,
-        batch_size=batch_size,
-        max_steps=cfg.max_steps,
-        lr_schedule=cfg.lr_schedule,
-        decay_start=cfg.decay_start,
-        checkpoint_every=cfg.checkpoint_every,
-        validate_every=cfg.validate_every,
-        seed=cfg.seed,
-        num_workers=cfg.num_workers,
-    )
 
 
 def _stage1_networks(cfg: ModelConfig, checkpoints: Path, keep: str) -> tuple[Generator, RegistrationNet | None]:

@@ -3,7 +3,7 @@
 A task owns its networks and optimisers and knows how to take one step on a batch;
 the loop owns epochs, schedules, checkpoints, logging and validation.
 
-* :class:`GanTask` — stage 1: G (+R in ``regc2p`` mode) and D (DESIGN.md §1–2).
+* :class:`GanTask` — stage 1: G (+R in ``regc2p`` mode) and D (docs/method.md §1–2).
   G and R step together from one backward pass of
   ``λ_corr·L1(warp(G(x), R(G(x), ỹ)), ỹ) + λ_smooth·L_smooth + λ_adv·LSGAN(D(G(x)), 1)``;
   without R (``pix2pix``) the first term is ``L1(G(x), ỹ)`` and there is no smoothness

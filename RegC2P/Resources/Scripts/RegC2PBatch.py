@@ -14,7 +14,8 @@ In a plain Python with the ``slicer-core`` wheel (same arguments)::
 case gives ``<name>_synthetic_pet.nii.gz`` (and ``<name>.mrb``). The scene holds the CT,
 the PET (PET-Heat, SUV window) and slice views showing the fusion. Outputs are written
 atomically. Exit status: 0 when every case succeeded, 2 otherwise (one
-``regc2p: error: ...`` line per failed case on stderr).
+``regc2p: error: ...`` line per failed case on stderr), 1 with a traceback for an
+unexpected error; the script always ends Slicer.
 """
 
 from __future__ import annotations
@@ -23,36 +24,20 @@ import argparse
 import sys
 from pathlib import Path
 
-# The module folder (holding RegC2PLib and RegC2PSlicer) is two levels up, in the source
-# tree and in an installed extension alike (<module>/Resources/Scripts/RegC2PBatch.py).
-MODULE_DIR = Path(globals().get("__file__") or sys.argv[0]).resolve().parents[2]
-if str(MODULE_DIR) not in sys.path:
-    sys.path.insert(0, str(MODULE_DIR))
-
-import slicer  # noqa: E402
-
-from RegC2PLib.choices import DEVICE_CHOICES, REFINE_MODES  # noqa: E402
-from RegC2PLib.errors import InputError, RegC2PError  # noqa: E402
-from RegC2PLib.volume_io import WRITABLE_SUFFIXES, check_output_path, read_image, write_image  # noqa: E402
-from RegC2PSlicer.headless import HeadlessScene  # noqa: E402
-from RegC2PSlicer.models import resolve_model_path  # noqa: E402
-from RegC2PSlicer.output import DEFAULT_OPACITY, DEFAULT_PET_COLOR, DEFAULT_SUV_WINDOW, PET_COLORS  # noqa: E402
-from RegC2PSlicer.scene_bundle import write_scene  # noqa: E402
-from RegC2PSlicer.volumes import add_volume_node, image_from_volume_node  # noqa: E402
-
-try:  # torch: inside Slicer it comes from the PyTorch extension
-    from RegC2PLib.model_file import load_model
-    from RegC2PSlicer.processing import RunSettings, process
-except ImportError as exc:
-    print(f"regc2p: error: {exc}; in Slicer, install the PyTorch extension (and open the RegC2P module once)", file=sys.stderr)
-    if hasattr(slicer, "app"):
-        slicer.util.exit(2)
-    sys.exit(2)
+# The folder holding RegC2PLib and RegC2PSlicer: two levels up in an installed extension
+# (<modules>/Resources/Scripts/), the RegC2P module folder in the source tree.
+# Everything else is imported inside functions, so that any failure ends in run_script's handling.
+SCRIPT = Path(globals().get("__file__") or sys.argv[0]).resolve()
+sys.path[:0] = [str(p) for p in (SCRIPT.parents[2], SCRIPT.parents[3] / "RegC2P") if (p / "RegC2PSlicer").is_dir()][:1]
 
 OUTPUT_SUFFIX = "_synthetic_pet.nii.gz"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from RegC2PLib.choices import DEVICE_CHOICES, REFINE_MODES
+    from RegC2PSlicer.output import PET_COLORS, PetDisplay
+
+    display = PetDisplay()
     p = argparse.ArgumentParser(prog="RegC2PBatch.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--ct", required=True, type=Path, help="CT file, DICOM series folder, or folder of CTs (HU)")
     p.add_argument("--out", required=True, type=Path, help="PET file (one CT) or folder (folder of CTs), SUV")
@@ -62,18 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, help="slices per refiner window s (default: the model's)")
     p.add_argument("--stride", type=int, help="window offset k (default: the model's)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
-    p.add_argument("--batch-size", type=int, default=8, help="slices per generator pass")
-    p.add_argument("--opacity", type=float, default=DEFAULT_OPACITY, help="fusion opacity saved in the scene")
-    p.add_argument("--color", choices=PET_COLORS, default=DEFAULT_PET_COLOR, help="PET colour table")
-    p.add_argument("--suv-window", type=float, nargs=2, default=DEFAULT_SUV_WINDOW, metavar=("LOW", "HIGH"), help="SUV window")
+    p.add_argument("--batch-size", type=int, help="slices per generator pass (default: the library's)")
+    p.add_argument("--opacity", type=float, default=display.opacity, help="fusion opacity saved in the scene")
+    p.add_argument("--color", choices=PET_COLORS, default=display.color, help="PET colour table")
+    p.add_argument("--suv-window", type=float, nargs=2, default=display.suv_window, metavar=("LOW", "HIGH"), help="SUV window")
     return p
 
 
-def _is_volume_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(WRITABLE_SUFFIXES)
-
-
 def _case_name(path: Path) -> str:
+    from RegC2PLib.volume_io import WRITABLE_SUFFIXES
+
     name = path.name
     for suffix in WRITABLE_SUFFIXES:
         if name.lower().endswith(suffix):
@@ -83,13 +66,19 @@ def _case_name(path: Path) -> str:
 
 def plan_cases(ct: Path, out: Path, scene: Path | None) -> list[tuple[Path, Path, Path | None]]:
     """(CT, PET file, scene file or None) for each case; refuses inconsistent arguments."""
+    from RegC2PLib.errors import InputError
+    from RegC2PLib.volume_io import WRITABLE_SUFFIXES, check_output_path
+
+    def is_volume_file(path: Path) -> bool:
+        return path.is_file() and path.name.lower().endswith(WRITABLE_SUFFIXES)
+
     if not ct.exists():
         raise InputError(f"{ct} does not exist; give a CT file, a DICOM folder or a folder of CTs")
     if scene is not None and not ct.is_dir() and scene.suffix.lower() != ".mrb":
         raise InputError(f"--scene {scene.name}: a scene bundle must end in .mrb")
     entries = sorted(ct.iterdir()) if ct.is_dir() else []
-    batch = [e for e in entries if _is_volume_file(e) or e.is_dir()]
-    if ct.is_dir() and any(_is_volume_file(e) for e in entries):
+    batch = [e for e in entries if is_volume_file(e) or e.is_dir()]
+    if ct.is_dir() and any(is_volume_file(e) for e in entries):
         if out.exists() and not out.is_dir():
             raise InputError(f"--ct is a folder of CTs, so --out must be a folder ({out} is a file)")
         out.mkdir(parents=True, exist_ok=True)
@@ -103,17 +92,17 @@ def plan_cases(ct: Path, out: Path, scene: Path | None) -> list[tuple[Path, Path
 
 
 def run_case(ct_path: Path, pet_path: Path, scene_path: Path | None, model, settings) -> None:
-    """Translate one CT: PET file, and the scene bundle when asked."""
+    """Translate one CT: PET file, and the scene bundle (CT, PET, fused slice views) when asked."""
+    from RegC2PLib.volume_io import read_image, write_image
+    from RegC2PSlicer.batch import work_scene
+    from RegC2PSlicer.processing import process
+    from RegC2PSlicer.scene_bundle import write_scene
+    from RegC2PSlicer.volumes import add_volume_node, image_from_volume_node
+
     image = read_image(ct_path)
-    in_slicer = hasattr(slicer, "app")
-    headless = None if in_slicer else HeadlessScene()
-    scene = slicer.mrmlScene if in_slicer else headless.scene
-    try:
-        if in_slicer:
-            scene.Clear(False)
+    with work_scene(clear=True) as scene:
         ct_node = add_volume_node(scene, image, _case_name(ct_path))
         del image
-
         shown = -1
 
         def report(fraction: float, message: str) -> None:
@@ -126,24 +115,29 @@ def run_case(ct_path: Path, pet_path: Path, scene_path: Path | None, model, sett
         write_image(image_from_volume_node(pet_node), pet_path)
         if scene_path is not None:
             write_scene(scene, scene_path)
-    finally:
-        if headless is not None:
-            headless.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from RegC2PLib.errors import InputError, RegC2PError
+    from RegC2PLib.inference import TranslationOptions
+    from RegC2PLib.model_file import load_model
+    from RegC2PSlicer.models import resolve_model_path
+    from RegC2PSlicer.processing import PetDisplay, RunSettings
+
     try:
         cases = plan_cases(args.ct, args.out, args.scene)
         if not cases:
             raise InputError(f"{args.ct} holds no CT volume files or DICOM folders")
         model_path = resolve_model_path(args.model)
         model = load_model(model_path)
-        settings = RunSettings(
-            str(model_path), args.refine, args.window, args.stride, args.device, args.batch_size,
-            args.opacity, args.color, tuple(args.suv_window), True,
-        )  # fmt: skip
-        settings.check()
+        given = {"refine": args.refine, "window": args.window, "stride": args.stride, "device": args.device}
+        given["batch_size"] = args.batch_size
+        translation = TranslationOptions(**{name: value for name, value in given.items() if value is not None})
+        translation.validate(model.config)
+        display = PetDisplay(color=args.color, suv_window=tuple(args.suv_window), opacity=args.opacity)
+        display.check()
+        settings = RunSettings(model=str(model_path), translation=translation, display=display)
     except RegC2PError as exc:
         print(f"regc2p: error: {exc}", file=sys.stderr)
         return 2
@@ -160,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    status = main(sys.argv[1:])
-    if hasattr(slicer, "app"):
-        slicer.util.exit(status)
-    else:
-        sys.exit(status)
+    try:
+        from RegC2PSlicer.batch import run_script
+    except ImportError:
+        if hasattr(sys.modules.get("slicer"), "app"):  # inside Slicer: end it, or it would wait forever
+            sys.modules["slicer"].util.exit(1)
+        raise
+    run_script(main)

@@ -9,15 +9,15 @@ In a plain Python with the ``slicer-core`` wheel and torch (same arguments)::
 
     python RegC2PTrainingBatch.py --data DATASET_FOLDER --out RUN_FOLDER
 
-``--data`` is a dataset folder (one sub-folder per study with ``ct.*`` and ``pet.*``,
-see docs/datasets.md); ``--pair CT PET`` (repeatable) instead trains on volume files
-loaded into the scene as CT/PET volume nodes, converted with their geometry. The run
-folder receives run.json, split.json, checkpoints/, metrics.jsonl, curves.png and
-model.safetensors. ``--resume`` continues a stopped run (``--out`` only). Training runs
-in this process, or with ``--background`` in a worker process whose progress is shown
-(as the module does inside Slicer). Ctrl-C, or creating RUN_FOLDER/STOP, stops cleanly
-after the current step. Exit status: 0 done, 130 stopped (continue with --resume),
-2 error (one ``regc2p: error: ...`` line on stderr).
+It takes every option of ``regc2p train``, with the same defaults (``regc2p train
+--help``), plus: ``--pair CT PET [ALIGNED_PET]`` (repeatable) instead of ``--data`` trains
+on volume files loaded into the scene as CT/PET volume nodes, converted with their
+geometry (``--pairs-folder`` keeps them); ``--no-validation`` allows fewer than 3
+studies; ``--background`` trains in a worker process (as the module does inside Slicer).
+``--resume`` continues a stopped run (``--out`` only). Ctrl-C, or creating
+RUN_FOLDER/STOP, stops cleanly after the current step. Exit status: 0 done, 130 stopped
+(continue with --resume), 2 error (one ``regc2p: error: ...`` line on stderr), 1 with a
+traceback for an unexpected error; the script always ends Slicer.
 """
 
 from __future__ import annotations
@@ -28,112 +28,63 @@ import sys
 import time
 from pathlib import Path
 
-# The folder holding RegC2PLib and RegC2PSlicer: the RegC2P module folder beside this
-# module's folder in the source tree; the shared scripted-modules folder (two levels up,
-# <modules>/Resources/Scripts/RegC2PTrainingBatch.py) in an installed extension.
+# The folder holding RegC2PLib and RegC2PSlicer: two levels up in an installed extension
+# (<modules>/Resources/Scripts/), the RegC2P module folder in the source tree.
+# Everything else is imported inside functions, so that any failure ends in run_script's handling.
 SCRIPT = Path(globals().get("__file__") or sys.argv[0]).resolve()
-for candidate in (SCRIPT.parents[3] / "RegC2P", SCRIPT.parents[2]):
-    if (candidate / "RegC2PSlicer").is_dir() and str(candidate) not in sys.path:
-        sys.path.insert(0, str(candidate))
-        break
-
-import slicer  # noqa: E402
-
-from RegC2PLib.errors import RegC2PError  # noqa: E402
-from RegC2PLib.volume_io import read_image  # noqa: E402
-from RegC2PSlicer.headless import HeadlessScene  # noqa: E402
-from RegC2PSlicer.volumes import add_volume_node  # noqa: E402
-
-try:  # torch: inside Slicer it comes from the PyTorch extension
-    from RegC2PLib.config import PRESETS
-    from RegC2PLib.inference.device import DEVICE_CHOICES
-    from RegC2PLib.training.config import KEEP_CHOICES, MODES, STAGES, resume_overrides
-    from RegC2PLib.training.loop import StopRequest, TrainingStopped
-    from RegC2PSlicer.training import TrainingJob, TrainingSettings
-except ImportError as exc:
-    print(f"regc2p: error: {exc}; in Slicer, install the PyTorch extension (and open the RegC2P module once)", file=sys.stderr)
-    if hasattr(slicer, "app"):
-        slicer.util.exit(2)
-    sys.exit(2)
+sys.path[:0] = [str(p) for p in (SCRIPT.parents[2], SCRIPT.parents[3] / "RegC2P") if (p / "RegC2PSlicer").is_dir()][:1]
 
 STOPPED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from RegC2PLib.commands import train as train_command
+
     p = argparse.ArgumentParser(prog="RegC2PTrainingBatch.py", description=__doc__.split("\n\n")[0])
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", type=Path, help="dataset folder (one sub-folder per study)")
-    source.add_argument(
+    train_command.add_options(p)
+    p.add_argument(
         "--pair", nargs="+", action="append", metavar="FILE", help="CT PET [ALIGNED_PET] volume files of one study (repeat)"
     )
-    p.add_argument("--out", required=True, type=Path, help="run folder (new, or an existing one with --resume)")
     p.add_argument("--pairs-folder", type=Path, help="with --pair: keep the converted pairs here (default: temporary)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="network sizes (default: small)")
-    p.add_argument(
-        "--init-from", type=Path, metavar="MODEL", help="fine-tune this model file (its network sizes replace --preset)"
-    )
-    p.add_argument("--image-size", type=int, help="slice size M in pixels (default: the preset's)")
-    p.add_argument("--mode", choices=MODES, default="regc2p", help="regc2p (with R) or pix2pix (no R)")
-    p.add_argument("--stage", choices=STAGES, help="1, 2 (with --resume) or all (default)")
-    p.add_argument("--epochs", type=int, help="stage-1 epochs")
-    p.add_argument("--refiner-epochs", type=int, help="stage-2 epochs")
-    p.add_argument("--max-steps", type=int, help="cap on steps per stage (0: none)")
-    p.add_argument("--keep", choices=KEEP_CHOICES, help="weights each stage keeps: best (validation, default) or last")
-    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--no-validation", action="store_true", help="allow fewer than 3 studies (no validation split)")
     p.add_argument("--background", action="store_true", help="train in a worker process (as the module does in Slicer)")
     return p
 
 
-def make_job(args: argparse.Namespace, scene: slicer.vtkMRMLScene) -> TrainingJob:
+def make_job(args: argparse.Namespace, scene):
     """The training job the arguments ask for (a new run on --data or --pair, or --resume)."""
-    if args.resume:
-        return TrainingJob.open(args.out, resume_overrides(args))
-    target = "registered" if args.mode == "regc2p" else "misaligned"
-    run_options = {"checkpoint_every": args.checkpoint_every, "seed": args.seed, "device": args.device}
-    options = dict(**resume_overrides(args), mode=args.mode, refiner_target=target, **run_options)
-    if args.init_from is not None:
-        settings = TrainingSettings.fine_tuning(args.init_from, **options)
-    else:
-        settings = TrainingSettings.from_preset(args.preset, args.image_size, **options)
-    if args.no_validation:
-        settings = TrainingSettings(settings.model, settings.train, require_validation=False)
-    if args.data is not None:
-        return TrainingJob.from_folder(args.data, args.out, settings)
+    from RegC2PLib.commands import train as train_command
+    from RegC2PLib.errors import InputError
+    from RegC2PLib.volume_io import read_image
+    from RegC2PSlicer.training import TrainingJob, TrainingSettings
+    from RegC2PSlicer.volumes import add_volume_node
+
+    options = train_command.run_options(args, "")
+    if options.resume:
+        return TrainingJob.open(args.out, options.resume_overrides)
+    if args.pair and options.data:
+        raise InputError("give either --data DATASET_FOLDER or --pair CT PET (repeatable), not both")
+    settings = TrainingSettings(options.model, options.train, require_validation=not args.no_validation)
+    if options.data:
+        return TrainingJob.from_folder(options.data, args.out, settings)
     if not args.pair:
-        raise RegC2PError("give --data DATASET_FOLDER, --pair CT PET (repeatable) or --resume")
+        raise InputError("give --data DATASET_FOLDER, --pair CT PET (repeatable) or --resume")
     pairs = []
     for number, files in enumerate(args.pair, 1):
         if len(files) not in (2, 3):
-            raise RegC2PError(f"--pair {number} needs CT PET [ALIGNED_PET] files, got {len(files)}")
+            raise InputError(f"--pair {number} needs CT PET [ALIGNED_PET] files, got {len(files)}")
         roles = ("CT", "PET", "aligned PET")
         pairs.append(tuple(add_volume_node(scene, read_image(f), f"{roles[i]} {number}") for i, f in enumerate(files)))
     return TrainingJob.from_nodes(pairs, args.out, settings, args.pairs_folder)
 
 
-class Reporter:
-    """Progress lines on stderr: every whole percent, at most one every two seconds."""
-
-    def __init__(self) -> None:
-        self.shown, self.last = -1, 0.0
-
-    def __call__(self, fraction: float, message: str) -> None:
-        percent = int(fraction * 100)
-        if percent != self.shown and (time.monotonic() - self.last > 2.0 or percent == 100):
-            self.shown, self.last = percent, time.monotonic()
-            print(f"  {percent:3d}% {message}", file=sys.stderr, flush=True)
-
-
-def run_in_background(job: TrainingJob, report: Reporter) -> int:
+def run_in_background(job, progress) -> int:
     """Start the worker, show its progress, stop it cleanly on Ctrl-C."""
     job.start()
     previous = signal.signal(signal.SIGINT, lambda *_: job.request_stop())
     try:
         while not job.poll().finished:
-            report(job.state.fraction, job.state.message)
+            progress(job.state.fraction, job.state.message)
             time.sleep(0.2)
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -149,41 +100,41 @@ def run_in_background(job: TrainingJob, report: Reporter) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    in_slicer = hasattr(slicer, "app")
-    headless = None if in_slicer else HeadlessScene()
-    scene = slicer.mrmlScene if in_slicer else headless.scene
-    job = None
+    from RegC2PLib.commands.progress_display import progress_display
+    from RegC2PLib.errors import RegC2PError
+    from RegC2PLib.training.loop import StopRequest, TrainingStopped
+    from RegC2PSlicer.batch import work_scene
+
     try:
-        job = make_job(args, scene)
-        print(f"training into {job.out} (data: {job.data_folder})", file=sys.stderr, flush=True)
-        report = Reporter()
-        if args.background:
-            status = run_in_background(job, report)
-            if status:
-                return status
-        else:
-            stop = StopRequest(job.out / "STOP")
-            previous = signal.signal(signal.SIGINT, lambda *_: setattr(stop, "flag", True))
-            try:
-                job.run(report, stop, notify=lambda text: print(text, file=sys.stderr))
-            finally:
-                signal.signal(signal.SIGINT, previous)
+        with work_scene() as scene, progress_display(args.progress, "train") as progress:
+            job = make_job(args, scene)
+            print(f"training into {job.out} (data: {', '.join(map(str, job.data_folders))})", file=sys.stderr, flush=True)
+            if args.background:
+                status = run_in_background(job, progress)
+                if status:
+                    return status
+            else:
+                stop = StopRequest(job.out / "STOP")
+                previous = signal.signal(signal.SIGINT, lambda *_: setattr(stop, "flag", True))
+                try:
+                    job.run(progress, stop, notify=lambda text: print(text, file=sys.stderr))
+                finally:
+                    signal.signal(signal.SIGINT, previous)
     except TrainingStopped as exc:
         print(f"regc2p: {exc}", file=sys.stderr)
         return STOPPED
     except (RegC2PError, OSError) as exc:
         print(f"regc2p: error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        if headless is not None:
-            headless.close()
     print(f"wrote {job.model_path}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    status = main(sys.argv[1:])
-    if hasattr(slicer, "app"):
-        slicer.util.exit(status)
-    else:
-        sys.exit(status)
+    try:
+        from RegC2PSlicer.batch import run_script
+    except ImportError:
+        if hasattr(sys.modules.get("slicer"), "app"):  # inside Slicer: end it, or it would wait forever
+            sys.modules["slicer"].util.exit(1)
+        raise
+    run_script(main)
