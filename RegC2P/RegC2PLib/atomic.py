@@ -85,19 +85,26 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
-def check_output_file(path: str | os.PathLike[str]) -> Path:
-    """Refuse, before any work, an output file path that cannot be written: a folder, a
-    missing or read-only folder, a name longer than the file system allows."""
+def check_output_place(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, an output path that cannot be created: a missing or
+    read-only folder, a name longer than the file system allows."""
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist; create it first")
     length, limit = len(os.fsencode(path.name)), _name_max(path.parent)
     if length > limit:
         raise InputError(f"output file name {path.name[:32]}… is {length} bytes long, more than the {limit} allowed there")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder; give the name of the file to write (inside it, for example)")
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise InputError(f"output folder {path.parent} is not writable; choose another folder or change its permissions")
+    return path
+
+
+def check_output_file(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, an output file path that cannot be written: a folder, or a
+    place :func:`check_output_place` refuses."""
+    path = check_output_place(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give the name of the file to write (inside it, for example)")
     return path
 
 
