@@ -17,9 +17,21 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from hypothesis import HealthCheck, settings
 
 from RegC2PLib.config import DiscriminatorConfig, GeneratorConfig, ModelConfig, RefinerConfig, RegistrationConfig, preset
 from RegC2PLib.model_file import LoadedModel, new_model, save_model
+
+# --------------------------------------------------------------------------- Hypothesis profiles
+
+# The property suite (test_properties.py) runs the "ci" profile unless pytest is given
+# --hypothesis-profile: few, fixed (derandomized) examples, so CI is fast and repeatable;
+# "thorough" explores many random examples for local runs and keeps failures in .hypothesis/.
+_PROPERTY_CHECKS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+settings.register_profile("ci", max_examples=12, derandomize=True, database=None, print_blob=True, **_PROPERTY_CHECKS)
+settings.register_profile("thorough", max_examples=300, **_PROPERTY_CHECKS)
+settings.load_profile("ci")
+
 
 # --------------------------------------------------------------------------- geometry
 
@@ -186,6 +198,16 @@ def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
     save_model(path, new_model(TINY, seed=0))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three phantom studies of 16x64x64 voxels (read-only for tests; copy before changing)."""
+    from RegC2PLib.data.phantom import PhantomConfig, write_dataset
+
+    root = tmp_path_factory.mktemp("phantoms") / "data"
+    write_dataset(root, 3, PhantomConfig(shape=(16, 64, 64)), seed=11)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,10 @@ import pytest
 import SimpleITK as sitk
 from dicom_files import STUDY_UID, write_ct
 
-from RegC2PLib import dicom_output
+from RegC2PLib import atomic, dicom_output
 from RegC2PLib.data.dicom_series import DicomVolume, find_series, read_ct_series
 from RegC2PLib.dicom_output import PET_IMAGE_STORAGE, SUV_STEP, SyntheticSource, slope_for, write_pet_series
-from RegC2PLib.errors import InputError, RegC2PError
+from RegC2PLib.errors import InputError, OutputError, RegC2PError
 
 SOURCE = SyntheticSource("default.safetensors", "50b6052e" + "0123456789abcdef" * 3 + "01234567")
 
@@ -163,7 +164,7 @@ def test_a_write_that_fails_half_way_leaves_nothing(tmp_path, ct, monkeypatch) -
 
     monkeypatch.setattr(dicom_output, "_write", failing)
     (tmp_path / "out").mkdir()
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match=r"cannot write the DICOM series .*pet\.dcm \(.*No space left on device\)"):
         write_pet_series(_suv(ct), ct.series, tmp_path / "out" / "pet.dcm", SOURCE)
     assert len(written) == 3 and not any(p.exists() for p in written)
     assert list((tmp_path / "out").iterdir()) == []
@@ -182,3 +183,18 @@ def test_a_file_that_does_not_read_back_as_written_is_caught(tmp_path, ct, monke
     with pytest.raises(RegC2PError, match=r"IM00004\.dcm does not read back as written"):
         write_pet_series(_suv(ct), ct.series, tmp_path / "out" / "pet.dcm", SOURCE)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_killed_writers_temporary_is_removed_and_a_name_too_long_is_refused_first(tmp_path, ct) -> None:
+    """A kill during a write left the partial series in a hidden folder for good; a name over
+    the file system's limit failed only after the whole PET was encoded."""
+    out = tmp_path / "out"
+    out.mkdir()
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    stale = out / f"{atomic.TEMP_PREFIX}{atomic._host()}-{ended.stdout.strip()}-0badf00d"  # its writer is gone
+    stale.mkdir()
+    (stale / "IM00001.dcm").write_bytes(b"half a slice")
+    with pytest.raises(InputError, match="bytes long, more than the"):
+        write_pet_series(_suv(ct), ct.series, out / ("p" * 300 + ".dcm"), SOURCE)
+    write_pet_series(_suv(ct), ct.series, out / "pet.dcm", SOURCE)
+    assert sorted(p.name for p in out.iterdir()) == ["pet.dcm"]

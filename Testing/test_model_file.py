@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from RegC2PLib import model_file
 from RegC2PLib.config import ModelConfig, preset
-from RegC2PLib.errors import InputError, ModelFileError
+from RegC2PLib.errors import InputError, ModelFileError, OutputError
 from RegC2PLib.inference import TranslationOptions, translate_volume
 from RegC2PLib.model_file import LoadedModel, load_model, new_model, read_config, save_model
 
@@ -170,7 +170,7 @@ def test_config_edit_keeping_shapes_fails_integrity(tmp_path: Path, small_model_
 def test_digest_without_the_config_is_refused(tmp_path: Path, small_model_file: Path) -> None:
     """A digest over the tensors alone (config left out, so it could be edited freely) fails the check."""
     tensors, metadata = _read_all(small_model_file)
-    metadata["regc2p_tensors_sha256"] = model_file.tensors_digest(tensors, "")
+    metadata["regc2p_tensors_sha256"] = model_file.integrity_digest(tensors, "")
     path = tmp_path / "tensors_only.safetensors"
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(ModelFileError, match="integrity"):
@@ -190,7 +190,7 @@ def test_invalid_config_json_refused(tmp_path: Path, small_model_file: Path, bad
 def test_extra_tensor_refused(tmp_path: Path, small_model_file: Path) -> None:
     tensors, metadata = _read_all(small_model_file)
     tensors["discriminator.0.weight"] = torch.zeros(3)
-    metadata["regc2p_tensors_sha256"] = model_file.tensors_digest(tensors, metadata["regc2p_config"])
+    metadata["regc2p_tensors_sha256"] = model_file.integrity_digest(tensors, metadata["regc2p_config"])
     path = tmp_path / "extra.safetensors"
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(ModelFileError, match="discriminator"):
@@ -260,7 +260,7 @@ def test_failing_save_leaves_existing_file(tmp_path: Path, small_model_file: Pat
         raise OSError("disk full")
 
     monkeypatch.setattr(model_file, "save_file", failing_save_file)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="disk full"):
         save_model(path, new_model(preset("small"), seed=3))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

@@ -92,5 +92,5 @@ def test_a_resume_takes_only_the_options_it_may_change(capsys, tmp_path: Path) -
 def test_invalid_training_values_are_one_line_errors(capsys, tmp_path: Path) -> None:
     code = main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--epochs", "0", "--progress", "none"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == ["regc2p: error: invalid training options: epochs must be at least 1 (got 0)"]
+    assert code == 2 and err == ["regc2p: error: invalid training options: epochs must be between 1 and 1000000000 (got 0)"]
     assert not (tmp_path / "run").exists()

@@ -230,11 +230,11 @@ def test_write_dataset_layout_and_case_seeds(tmp_path) -> None:
 
 
 def test_config_errors_say_what_to_do() -> None:
-    with pytest.raises(InputError, match="misalignment level -1 is out of range; use 0"):
+    with pytest.raises(InputError, match=r"misalignment level must be within \[0, 10\] \(got -1\)"):
         PhantomConfig(misalign=-1)
-    with pytest.raises(InputError, match="give three sizes Z Y X"):
+    with pytest.raises(InputError, match="each size of the shape must be between 8 and 1024"):
         PhantomConfig(shape=(4, 64, 64))
-    with pytest.raises(InputError, match="positive sizes Z Y X in mm"):
+    with pytest.raises(InputError, match=r"each spacing \(mm\) must be within \[0.01, 100\]"):
         PhantomConfig(spacing=(0.0, 1.0, 1.0))
 
 
@@ -271,7 +271,7 @@ def test_cli_phantom(tmp_path, capsys) -> None:
     assert main(argv) == 2
     assert "already holds case_0000" in capsys.readouterr().err
     assert main([*argv[:-2], "--lesions", "5", "2", "--overwrite"]) == 2
-    assert "lesion count range (5, 2) is not usable" in capsys.readouterr().err
+    assert "the lesion count MAX must be between 5 and 255 (got 2)" in capsys.readouterr().err
 
 
 def test_the_patient_lies_on_a_couch_under_a_blanket_that_carry_no_activity() -> None:

@@ -285,6 +285,10 @@ def test_bad_inputs_give_one_line_errors_and_leave_the_scene_alone(headless, tri
         TrainingJob.from_folder(tmp_path / "missing", tmp_path / "r3", settings)
     with pytest.raises(InputError, match="can only change"):
         TrainingJob.open(tmp_path / "r2", {"lr": 0.1})
+    (tmp_path / "r2" / "run.json").write_text('{"model": {')  # cut short: was a JSONDecodeError traceback
+    with pytest.raises(InputError, match=r"run\.json is not valid JSON .*restore it from a backup") as info:
+        TrainingJob.open(tmp_path / "r2")
+    assert "\n" not in str(info.value)
     with pytest.raises(InputError, match="image_size"):
         TrainingSettings.from_preset("small", image_size=50)
     _assert_unchanged(nodes, before)

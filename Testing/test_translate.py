@@ -153,19 +153,20 @@ def test_fewer_slices_than_window(n_slices, refine, make_ct, small_model, assert
 @pytest.mark.parametrize(
     "options",
     [
-        TranslationOptions(refine="overlap", window=4, stride=4, device="cpu"),
-        TranslationOptions(refine="overlap", window=4, stride=5, device="cpu"),
-        TranslationOptions(refine="overlap", window=4, stride=0, device="cpu"),
-        TranslationOptions(refine="overlap", window=1, device="cpu"),
-        TranslationOptions(refine="non-overlap", window=4, stride=2, device="cpu"),
-        TranslationOptions(refine="bilateral", device="cpu"),
-        TranslationOptions(refine="overlap", window=0, device="cpu"),
-        TranslationOptions(refine="none", batch_size=0, device="cpu"),
+        {"refine": "overlap", "window": 4, "stride": 4},
+        {"refine": "overlap", "window": 4, "stride": 5},
+        {"refine": "overlap", "window": 4, "stride": 0},
+        {"refine": "overlap", "window": 1},
+        {"refine": "non-overlap", "window": 4, "stride": 2},
+        {"refine": "bilateral"},
+        {"refine": "overlap", "window": 0},
+        {"refine": "none", "batch_size": 0},
+        {"refine": "none", "batch_size": 2.5},
     ],
 )
 def test_invalid_options_raise_input_error(options, ct_image, small_model) -> None:
-    with pytest.raises(InputError):
-        translate_volume(ct_image, small_model, options)
+    with pytest.raises(InputError):  # when the options are made (numbers) or meet the model (combinations)
+        translate_volume(ct_image, small_model, TranslationOptions(**options, device="cpu"))
 
 
 def test_explicit_window_and_stride(ct_image, small_model, assert_same_geometry) -> None:

@@ -118,7 +118,7 @@ def tolerance_model(name: str) -> tuple[LoadedModel, str]:
     """The trained quality-run model when present and of preset ``name``, else :func:`bench_model`."""
     if TRAINED_MODEL.is_file():
         model = load_model(TRAINED_MODEL)
-        if model.config.preset == name and model.refiner is not None:
+        if model.config.preset_name == name and model.refiner is not None:
             return model, f"trained ({TRAINED_MODEL.relative_to(ROOT)})"
     return bench_model(name), "untrained (N(0, 0.02) weights, refiner output layer N(0, 0.02))"
 

@@ -27,9 +27,27 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import values
 from .errors import ModelFileError
 
 FORMAT_VERSION = 2  # 2: physical scale (pixel_mm); format 1 stretched each slice's field of view onto the grid
+# Bounds on every size in a configuration: far above the presets (paper: 64 channels,
+# 9 blocks), low enough that no configuration can ask for absurd weights. The slice size
+# is bounded only loosely: what limits it in practice is memory, estimated before each job.
+MAX_CHANNELS = 1024
+MAX_BLOCKS = 64
+MAX_LEVELS = 8
+MAX_IMAGE_SIZE = 2**17
+MAX_WINDOW = 256
+HU_RANGE = (-4096.0, 32767.0)  # stored CT values, int16-coded, rescaled to HU
+MAX_SUV = 100.0  # no tissue exceeds this; a larger scale would waste the network's range
+
+
+def _channels(name: str, widths: object, max_levels: int = MAX_LEVELS) -> None:
+    if not isinstance(widths, tuple) or not 1 <= len(widths) <= max_levels:
+        raise ValueError(f"{name} must be a list of 1 to {max_levels} channel counts (got {widths!r})")
+    for width in widths:
+        values.whole(name, width, 1, MAX_CHANNELS)
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,12 @@ class GeneratorConfig:
     base_channels: int = 64
     n_downsampling: int = 2
     n_residual_blocks: int = 9
+
+    def __post_init__(self) -> None:
+        values.whole("generator.base_channels", self.base_channels, 1, MAX_CHANNELS)
+        values.whole("generator.n_downsampling", self.n_downsampling, 0, 5)
+        values.whole("generator.n_residual_blocks", self.n_residual_blocks, 0, MAX_BLOCKS)
+        values.whole("generator width", self.base_channels * 2**self.n_downsampling, 1, MAX_CHANNELS)
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,14 @@ class RegistrationConfig:
     bottleneck_channels: int = 128
     n_bottleneck_blocks: int = 3
 
+    def __post_init__(self) -> None:
+        _channels("registration.down_channels", self.down_channels)
+        _channels("registration.up_channels", self.up_channels)
+        if len(self.down_channels) != len(self.up_channels):
+            raise ValueError("registration down_channels and up_channels must have the same length")
+        values.whole("registration.bottleneck_channels", self.bottleneck_channels, 1, MAX_CHANNELS)
+        values.whole("registration.n_bottleneck_blocks", self.n_bottleneck_blocks, 0, MAX_BLOCKS)
+
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
@@ -57,6 +89,11 @@ class DiscriminatorConfig:
 
     base_channels: int = 64
     n_layers: int = 3
+
+    def __post_init__(self) -> None:
+        values.whole("discriminator.n_layers", self.n_layers, 1, 6)
+        values.whole("discriminator.base_channels", self.base_channels, 1, MAX_CHANNELS)
+        values.whole("discriminator width", self.base_channels * 2**self.n_layers, 1, MAX_CHANNELS)
 
 
 @dataclass(frozen=True)
@@ -72,6 +109,11 @@ class RefinerConfig:
     window: int = 8
     stride: int = 4
 
+    def __post_init__(self) -> None:
+        _channels("refiner.channels", self.channels, 5)
+        values.whole("refiner.window", self.window, 1, MAX_WINDOW)
+        values.whole("refiner.stride", self.stride, 1, self.window)
+
 
 @dataclass(frozen=True)
 class IntensityConfig:
@@ -85,6 +127,11 @@ class IntensityConfig:
     ct_hu_min: float = -1024.0
     ct_hu_max: float = 1023.0
     pet_suv_max: float = 20.0
+
+    def __post_init__(self) -> None:
+        low = values.finite("intensity.ct_hu_min", self.ct_hu_min, *HU_RANGE)
+        values.finite("intensity.ct_hu_max", self.ct_hu_max, low, HU_RANGE[1], low_open=True)
+        values.finite("intensity.pet_suv_max", self.pet_suv_max, 0.0, MAX_SUV, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -136,15 +183,14 @@ class ModelConfig:
         its network sizes matter: it then reads as a format-2 config with the grid of the
         same-sized preset (or ``LEGACY_FIELD_OF_VIEW_MM`` / ``image_size``).
         """
-        if isinstance(data, dict) and data.get("format_version") == 1:
-            if not fine_tuning:
-                raise ModelFileError(
-                    "the model was made by an older RegC2P (format 1), which stretched each slice's field of view onto its "
-                    "grid, so its physical scale is unknown; fine-tune it into a current model (regc2p train --init-from FILE)"
-                )
-            data = _upgrade_format_1(data)
+        legacy = isinstance(data, dict) and data.get("format_version") == 1
+        if legacy and not fine_tuning:
+            raise ModelFileError(
+                "the model was made by an older RegC2P (format 1), which stretched each slice's field of view onto its "
+                "grid, so its physical scale is unknown; fine-tune it into a current model (regc2p train --init-from FILE)"
+            )
         try:
-            return _from_dict(cls, data)
+            return _from_dict(cls, _upgrade_format_1(data) if legacy else data)
         except (TypeError, ValueError, KeyError) as exc:
             raise ModelFileError(
                 f"model configuration is invalid ({exc}); re-export the model with this version of RegC2P"
@@ -159,6 +205,16 @@ class ModelConfig:
         return cls.from_dict(data, fine_tuning)
 
     def __post_init__(self) -> None:
+        for name, part, kind in (
+            ("generator", self.generator, GeneratorConfig),
+            ("registration", self.registration, RegistrationConfig),
+            ("discriminator", self.discriminator, DiscriminatorConfig),
+            ("refiner", self.refiner, RefinerConfig),
+            ("intensity", self.intensity, IntensityConfig),
+        ):
+            if not isinstance(part, kind):
+                raise ValueError(f"{name} must be a {kind.__name__}")
+        values.whole("image_size", self.image_size, 32, MAX_IMAGE_SIZE)
         stride = 2**self.generator.n_downsampling
         if self.image_size % stride or self.image_size < 32:
             raise ValueError(f"image_size {self.image_size} must be >= 32 and divisible by {stride}")
@@ -167,13 +223,8 @@ class ModelConfig:
                 f"image_size {self.image_size} is too small for a registration network with "
                 f"{len(self.registration.down_channels)} poolings; use at least {2 ** (len(self.registration.down_channels) + 1)}"
             )
-        if len(self.registration.down_channels) != len(self.registration.up_channels):
-            raise ValueError("registration down_channels and up_channels must have the same length")
-        if not 1 <= self.refiner.stride <= self.refiner.window:
-            raise ValueError("refiner stride must be between 1 and the window length")
-        if not 0.1 <= self.pixel_mm <= 20.0:
-            raise ValueError(f"pixel_mm {self.pixel_mm} must be between 0.1 and 20 mm")
-        if self.format_version != FORMAT_VERSION:
+        values.finite("pixel_mm", self.pixel_mm, 0.1, 20.0)
+        if isinstance(self.format_version, bool) or self.format_version != FORMAT_VERSION:
             raise ValueError(f"format version {self.format_version} is not supported (expected {FORMAT_VERSION})")
 
 
@@ -211,6 +262,8 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
         if dataclasses.is_dataclass(default):
             kwargs[name] = _from_dict(type(default), value)
         elif isinstance(default, tuple):
+            if not isinstance(value, list):
+                raise TypeError(f"{cls.__name__}.{name} must be a list (got {value!r})")
             kwargs[name] = tuple(value)
         else:
             kwargs[name] = value

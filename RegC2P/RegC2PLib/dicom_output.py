@@ -20,9 +20,11 @@ PET Image Storage file per CT slice, in the CT's study and frame of reference:
   the PET Image IOD requires, stated for what it is (series date/time = when written,
   ``Manufacturer`` RegC2P, empty acquisition date/time, no radiopharmaceutical, no
   corrections, ``DecayCorrection`` NONE). Nothing about the patient is invented;
-* atomic: the files are written into a temporary folder beside the target, read back
-  (pydicom: one series, every file's values and slope; GDCM: one series ID), then the
-  folder is renamed into place. On any error nothing is left behind.
+* atomic: the files are written into a temporary folder beside the target
+  (:func:`~RegC2PLib.atomic.temporary_folder`, removed by the next write if a kill left
+  it), read back (pydicom: one series, every file's values and slope; GDCM: one series
+  ID), then the folder is renamed into place. On any error nothing is left behind; a
+  write error (a full disk) is a one-line :class:`~RegC2PLib.errors.OutputError`.
 
 The PET must lie on the CT series' grid (the grid :func:`read_ct_series` gives); a
 grid with the same voxel centres in another axis order is accepted.
@@ -32,8 +34,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from . import __version__
+from .atomic import check_output_place, temporary_folder, write_errors
 from .data.dicom_series import DicomSeries, SliceGeometry, series_from_files
 from .errors import InputError, RegC2PError
 from .volume_io import array_view
@@ -104,10 +105,9 @@ def is_dicom_output(path: str | os.PathLike[str], output_format: str = "auto") -
 
 
 def check_series_folder(path: str | os.PathLike[str]) -> Path:
-    """Refuse a DICOM output folder whose parent is missing or that already holds files."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise InputError(f"output folder {path.parent} does not exist; create it first")
+    """Refuse, before any work, a DICOM output folder that cannot be created
+    (:func:`~RegC2PLib.atomic.check_output_place`) or that already holds files."""
+    path = check_output_place(path)
     if path.is_file() or (path.is_dir() and any(path.iterdir())):
         raise InputError(f"{path} already exists; a DICOM series is written into a new (or empty) folder, choose another")
     return path
@@ -145,8 +145,7 @@ def write_pet_series(
     slope = slope_for(float(volume.max(initial=0.0)))
     common = _series_dataset(ct, source, len(ct.headers), now or datetime.now())
     common.RescaleSlope = f"{slope:.6g}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with temporary_folder(out.parent) as tmp, write_errors(f"the DICOM series {out}", out.parent):
         names = []
         for k, header in enumerate(ct.headers):
             names.append(tmp / f"IM{k + 1:05d}.dcm")
@@ -155,9 +154,6 @@ def write_pet_series(
         if out.is_dir():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

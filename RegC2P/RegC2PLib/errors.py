@@ -17,6 +17,14 @@ class ModelFileError(RegC2PError):
     """A model file is missing, corrupt, tampered with or for another architecture."""
 
 
+class OutputError(RegC2PError):
+    """An output cannot be written completely: disk full, folder read-only, name too long, ..."""
+
+
+class ResourceError(RegC2PError):
+    """A job would need more memory than the machine has available; refused before allocating."""
+
+
 class DeviceError(RegC2PError):
     """The requested compute device is not available in this torch build/machine."""
 

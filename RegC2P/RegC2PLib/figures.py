@@ -72,5 +72,5 @@ def fused_figure(
         fig.suptitle(title, fontsize=10)
         top -= 0.35 / fig.get_figheight()  # room for the title above the first row's titles
     fig.tight_layout(rect=(0.0, 0.0, 1.0, top))
-    with atomic_path(out, ".png") as tmp:
+    with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

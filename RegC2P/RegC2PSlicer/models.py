@@ -155,7 +155,7 @@ def import_model(source: str | os.PathLike[str], folder: Path | None = None) -> 
         raise InputError(f"a different model named {target.name} is already in {folder}; rename the file to import it")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target, SUFFIX) as tmp:
+        with atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)
     except OSError as exc:
         raise InputError(f"cannot copy {source.name} into {folder}: {exc.strerror or exc}") from exc

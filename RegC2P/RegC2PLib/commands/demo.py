@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..inference import TranslationOptions
+from .model_options import add_sha256_option
 from .options import add_config_options, given_options
 from .progress_display import add_progress_option, progress_display
 
@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
     p.add_argument("--model", type=Path, help="model file (default: the bundled default model)")
+    add_sha256_option(p)
     p.add_argument("--seed", type=int, default=2024, help="phantom seed (default: 2024)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="phantom voxels (default: 96 128 128)")
     add_config_options(p, TranslationOptions)
@@ -44,13 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _model(path: Path | None) -> tuple[LoadedModel, str]:
+def _model(path: Path | None, sha256: str | None) -> tuple[LoadedModel, str]:
     from ..config import preset
     from ..model_file import bundled_model_path, load_model, new_model
 
     path = path or bundled_model_path()
     if path is not None:
-        model = load_model(path)
+        model = load_model(path, sha256=sha256)
         return model, f"{path.name} (sha256 {model.sha256[:12]}…)"
     print(
         "regc2p: warning: no bundled default model in this installation; using an UNTRAINED small model — "
@@ -63,7 +64,7 @@ def _model(path: Path | None) -> tuple[LoadedModel, str]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..atomic import atomic_path
+    from ..atomic import write_json
     from ..body import body_mask
     from ..data.phantom import PhantomConfig, generate_case
     from ..data.phantom_anatomy import Tissue
@@ -76,14 +77,14 @@ def run(args: argparse.Namespace) -> int:
     level_organs = (Tissue.BRAIN_GRAY, Tissue.MYOCARDIUM, Tissue.LIVER, Tissue.KIDNEY, Tissue.BLADDER)
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"{args.out} is a file; give a folder for the demo outputs")
-    args.out.mkdir(parents=True, exist_ok=True)
-    model, model_name = _model(args.model)
+    model, model_name = _model(args.model, args.sha256)
     options = TranslationOptions(**given_options(args, TranslationOptions))
     options.validate(model.config)
     case = generate_case(PhantomConfig(shape=tuple(args.shape)) if args.shape else PhantomConfig(), args.seed)
     reference = resample_onto(case.pet_aligned, case.ct)
     with progress_display(args.progress, "demo") as progress:
         pet = translate_volume(case.ct, model, options, progress)
+    args.out.mkdir(parents=True, exist_ok=True)  # only now: a refused demo leaves no folder behind
 
     for name, image in (("ct", case.ct), ("reference_pet", reference), ("lesions", case.lesions), ("synthetic_pet", pet)):
         write_image(image, args.out / f"{name}.nii.gz")
@@ -98,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
         "paper": asdict(scores.paper),
         "suv": asdict(scores.suv),
     }
-    with atomic_path(args.out / "metrics.json", ".json") as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
+    write_json(args.out / "metrics.json", record)
 
     organs = array_view(case.organs)
     levels = [int(np.argmax((organs == organ).sum(axis=(1, 2)))) for organ in level_organs]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from ..choices import SUBSETS
 from ..errors import InputError
 from ..inference import TranslationOptions
+from .model_options import add_sha256_option
 from .options import add_config_options, given_options
 from .progress_display import add_progress_option, progress_display
 
@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, type=Path, help="dataset folder (one sub-folder per study)")
     p.add_argument("--model", required=True, type=Path, help="model file (.safetensors)")
+    add_sha256_option(p)
     p.add_argument("--split", choices=(*SUBSETS, "all"), default="test", help="which studies (default: test)")
     p.add_argument("--manifest", type=Path, help="split manifest (a run's split.json; default: the seeded default split)")
     p.add_argument("--seed", type=int, default=0, help="seed of the default split when there is no --manifest")
@@ -35,16 +36,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..atomic import atomic_path
-    from ..data.split import read_manifest, select, split_studies
+    from ..atomic import check_output_file, write_json
+    from ..data.split import check_seed, read_manifest, select, split_studies
     from ..data.studies import discover_studies, skipped_summary
     from ..evaluation import evaluate_study, format_table, summarize
     from ..model_file import load_model
     from ..progress import ProgressRange
 
-    if args.json is not None and not args.json.parent.is_dir():
-        raise InputError(f"folder {args.json.parent} for --json does not exist; create it first")
-    model = load_model(args.model)
+    check_seed(args.seed)  # also when --manifest or --split all leaves it unused: a bad value is never ignored
+    if args.json is not None:
+        check_output_file(args.json)
+    model = load_model(args.model, sha256=args.sha256)
     options = TranslationOptions(**given_options(args, TranslationOptions))
     options.validate(model.config)
     studies, skipped = discover_studies(args.data)
@@ -73,6 +75,5 @@ def run(args: argparse.Namespace) -> int:
             "summary": summary,
             "studies": [{"study": s.study, "paper": asdict(s.paper), "suv": asdict(s.suv)} for s in scores],
         }
-        with atomic_path(args.json, ".json") as tmp:
-            tmp.write_text(json.dumps(record, indent=2))
+        write_json(args.json, record)  # undefined figures (no lesions: NaN) become null
     return 0

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             args.cases,
             seed=args.seed,
             progress=progress,
-            workers=max(1, args.workers),
+            workers=args.workers,
             overwrite=args.overwrite,
             **kwargs,
         )

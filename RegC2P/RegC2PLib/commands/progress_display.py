@@ -37,12 +37,17 @@ def progress_display(mode: str, description: str) -> Iterator[ProgressCallback]:
     else:
         from tqdm import tqdm
 
-        with tqdm(
-            total=1000, desc=description, unit="‰", file=sys.stderr, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}"
-        ) as bar:
+        bars: list[tqdm] = []  # made at the first report: a job refused before any work draws no bar
 
-            def update(fraction: float, message: str) -> None:
-                bar.update(round(fraction * 1000) - bar.n)
-                bar.set_postfix_str(message, refresh=False)
+        def update(fraction: float, message: str) -> None:
+            if not bars:
+                bar_format = "{l_bar}{bar}| {elapsed}<{remaining} {postfix}"
+                bars.append(tqdm(total=1000, desc=description, unit="‰", file=sys.stderr, bar_format=bar_format))
+            bars[0].update(round(fraction * 1000) - bars[0].n)
+            bars[0].set_postfix_str(message, refresh=False)
 
+        try:
             yield update
+        finally:
+            for bar in bars:
+                bar.close()

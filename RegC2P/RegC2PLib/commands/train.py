@@ -94,17 +94,14 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
         model_cfg = read_config(init_from, fine_tuning=True)
     else:
         model_cfg = preset(args.preset or "small")
-    changes: dict[str, object] = {}
-    if args.image_size:
-        changes["image_size"] = args.image_size
-    if args.pixel_mm:
-        changes["pixel_mm"] = args.pixel_mm
-    if args.window or args.stride:
-        window = args.window or model_cfg.refiner.window
-        changes["refiner"] = dataclasses.replace(
-            model_cfg.refiner, window=window, stride=args.stride or min(model_cfg.refiner.stride, window)
-        )
+    # "is not None": 0 is a value to refuse, not "the default"
+    changes: dict[str, object] = {name: getattr(args, name) for name in ("image_size", "pixel_mm")}
+    changes = {name: value for name, value in changes.items() if value is not None}
     try:
+        if args.window is not None or args.stride is not None:
+            window = args.window if args.window is not None else model_cfg.refiner.window
+            stride = args.stride if args.stride is not None else min(model_cfg.refiner.stride, max(window, 1))
+            changes["refiner"] = dataclasses.replace(model_cfg.refiner, window=window, stride=stride)
         return model_cfg.with_changes(**changes) if changes else model_cfg
     except ValueError as exc:
         raise InputError(f"invalid network options: {exc}") from exc
@@ -119,7 +116,7 @@ def run_options(args: argparse.Namespace, command: str) -> RunOptions:
         if args.data or args.split:
             raise InputError("--data and --split cannot change when a run is continued (run.json keeps its datasets)")
         fixed = sorted(set(given) - set(RESUME_OVERRIDES))
-        network = [name for name in NETWORK_OPTIONS if getattr(args, name)]
+        network = [name for name in NETWORK_OPTIONS if getattr(args, name) is not None]
         if fixed or network:
             flags = [option_flag(TrainConfig, name) for name in fixed] + ["--" + n.replace("_", "-") for n in network]
             raise InputError(

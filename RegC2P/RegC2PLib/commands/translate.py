@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..inference import TranslationOptions
+from .model_options import add_sha256_option
 from .options import add_config_options, given_options
 from .progress_display import add_progress_option, progress_display
 
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the CT series to use when the DICOM folder holds several (SeriesInstanceUID or SeriesNumber)",
     )
     p.add_argument("--model", type=Path, help="RegC2P model file (.safetensors; default: the bundled default model)")
+    add_sha256_option(p)
     p.add_argument(
         "--out",
         required=True,
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     source = read_ct_series(args.ct, args.series, "choose one with --series UID or --series NUMBER") if args.ct.is_dir() else None
     ct = source.image if source is not None else read_image(args.ct)
     check_ct(ct)
-    model = load_model(args.model or require_bundled_model())
+    model = load_model(args.model or require_bundled_model(), sha256=args.sha256)
     options.validate(model.config)  # refuse bad refinement options before any work
     with progress_display(args.progress, "translate") as progress:
         pet = translate_volume(ct, model, options, progress, StopFile(args.stop_file) if args.stop_file else None)

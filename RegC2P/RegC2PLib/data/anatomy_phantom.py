@@ -279,3 +279,7 @@ class AnatomyMaker:
             "anatomies": [a.name for a in load_anatomies(self.folder)],
             "config": self.config.to_dict(),
         }
+
+    def memory_bytes(self) -> None:
+        """Unknown before the anatomies are read: their CTs set the grid."""
+        return None

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..atomic import temporary_folder, write_errors
 from ..body import body_mask, in_plane_box
 from ..config import IntensityConfig, ModelConfig
 from ..errors import InputError
@@ -167,8 +167,8 @@ def prepare_study(study: Study, config: ModelConfig, cache_dir: str | os.PathLik
     if loaded.lesions is not None:
         arrays["lesions"] = labels_to_model(loaded.lesions, grid)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{safe}-", suffix=".partial", dir=cache_dir))
-    try:
+    # A killed run's partial entry is removed by the next one; a full disk is a one-line error.
+    with temporary_folder(cache_dir) as tmp, write_errors(f"the cache of study {study.name}", cache_dir):
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
         meta = {"key": key, "n_slices": int(size[2]), "valid": list(valid), "slice_mm": spacing[2], "volumes": sorted(arrays)}
@@ -176,9 +176,6 @@ def prepare_study(study: Study, config: ModelConfig, cache_dir: str | os.PathLik
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return CachedStudy(study.name, folder, int(size[2]), valid, "pet_aligned" in arrays, float(spacing[2]))
 
 

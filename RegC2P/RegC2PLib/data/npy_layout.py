@@ -60,6 +60,8 @@ class NpySliceDataset(Dataset):
         array = np.squeeze(np.asarray(array, dtype=np.float32))
         if array.ndim != 2:
             raise InputError(f"{path} holds an array of shape {array.shape}; one 2D slice per file is expected")
+        if not np.isfinite(array).all():
+            raise InputError(f"{path} holds NaN or infinite values; replace the file with a finite slice")
         low, high = float(array.min()), float(array.max())
         if low < -1.001 or high > 1.001:
             raise InputError(f"{path} has values {low:g}..{high:g}; the RegGAN/CPDM layout stores slices scaled to [-1, 1]")

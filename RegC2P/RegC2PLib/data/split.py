@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import values
 from ..atomic import atomic_path
 from ..choices import SUBSETS
-from ..errors import InputError
+from ..errors import InputError, one_line
 from .studies import Study
 
 MANIFEST_FORMAT = "regc2p-split"
@@ -49,6 +50,14 @@ class Split:
         }
 
 
+def check_seed(seed: int) -> None:
+    """Refuse a split seed NumPy cannot take (:class:`InputError`)."""
+    try:
+        values.seed("the split seed", seed)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+
 def split_studies(names: Iterable[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> Split:
     """Split study names into train/val/test.
 
@@ -56,6 +65,7 @@ def split_studies(names: Iterable[str], fractions: Sequence[float] = (0.8, 0.1, 
     is positive and there are at least three studies; train gets the rest (at least
     one). The result depends only on the set of names, the fractions and the seed.
     """
+    check_seed(seed)
     names = list(names)
     unique = sorted(set(names))
     if len(unique) != len(names):
@@ -86,7 +96,7 @@ def write_manifest(path: str | os.PathLike[str], split: Split) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"folder {path.parent} does not exist; create it before writing the split manifest")
-    with atomic_path(path, ".json") as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(split.to_dict(), indent=1) + "\n")
 
 
@@ -97,8 +107,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Split:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"split manifest {path} does not exist; create one with a new split") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"split manifest {path} is not readable JSON ({exc}); remove it to make a new split") from exc
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not text at all (UnicodeDecodeError)
+        raise InputError(f"split manifest {path} is not readable JSON ({one_line(exc)}); remove it to make a new split") from exc
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise InputError(f"{path} is not a RegC2P split manifest; remove it to make a new split")
     if data.get("version") != MANIFEST_VERSION:

@@ -41,6 +41,7 @@ REQUIRED = ("ct", "pet")
 DICOM_FOLDER = "dicom"  # a DICOM tree supplying the CT and the PET
 STUDY_JSON_KEYS = {"suv_factor", "ct_series", "pet_series"}
 SUV_PLAUSIBLE_MAX = 500.0  # above this a "SUV" PET is almost surely Bq/ml
+SUV_PLAUSIBLE_MIN = -10.0  # reconstruction noise dips a little below 0 SUV; far below, the values are not SUV
 MIN_COVERAGE = 0.5  # a CT slice is used (trained on, scored) when at least half of it lies in the PET field of view
 
 
@@ -262,11 +263,17 @@ def read_pet(path: Path, suv_factor: float | None, what: str = "PET", series: st
 
 
 def check_pet_suv(image: sitk.Image, what: str, remedy: str = "") -> None:
-    """Refuse a PET that is not a 3D scalar volume or whose values are not plausible SUVs
-    (above :data:`SUV_PLAUSIBLE_MAX`, i.e. most likely Bq/ml); ``remedy`` ends the message."""
+    """Refuse a PET that is not a 3D scalar volume of finite values or whose values are not
+    plausible SUVs (above :data:`SUV_PLAUSIBLE_MAX`, i.e. most likely Bq/ml, or below
+    :data:`SUV_PLAUSIBLE_MIN`); ``remedy`` ends the message."""
     check_volume(image, what)
     stats = sitk.MinimumMaximumImageFilter()
     stats.Execute(image)
+    if stats.GetMinimum() < SUV_PLAUSIBLE_MIN:
+        raise InputError(
+            f"the {what} goes down to {stats.GetMinimum():g}, not a plausible SUV (activity is never far below 0); "
+            "check the file's rescale slope/intercept and units"
+        )
     if stats.GetMaximum() > SUV_PLAUSIBLE_MAX:
         raise InputError(
             f"the {what} reaches {stats.GetMaximum():.0f}, not a plausible SUV (is it in Bq/ml?); "

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .. import values
 from ..choices import DEVICE_CHOICES, PRECISIONS, REFINE_MODES
-from ..config import ModelConfig
+from ..config import MAX_WINDOW, ModelConfig
 from ..errors import InputError
+
+MAX_BATCH = 4096  # slices per G pass
 
 
 @dataclass(frozen=True)
@@ -45,23 +48,28 @@ class TranslationOptions:
         },
     )
 
+    def __post_init__(self) -> None:
+        try:
+            values.one_of("refinement", self.refine, REFINE_MODES)
+            values.one_of("precision", self.precision, PRECISIONS)
+            values.flag("body mask", self.body_mask)
+            values.whole("batch size", self.batch_size, 1, MAX_BATCH)
+            for name in ("window", "stride"):
+                if getattr(self, name) is not None:
+                    values.whole(name, getattr(self, name), 1, MAX_WINDOW)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+
     @property
     def windows_per_batch(self) -> int:
         """Refiner windows per forward pass."""
         return max(1, self.batch_size // 2)
 
     def validate(self, config: ModelConfig) -> tuple[int, int]:
-        """Check every option against a model of ``config`` (one-line :class:`InputError`);
-        returns the refiner window and stride (s, k) to use."""
-        if self.refine not in REFINE_MODES:
-            raise InputError(f"unknown refinement {self.refine!r}; choose one of {', '.join(REFINE_MODES)}")
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be at least 1 (got {self.batch_size})")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        """Check the refinement options against a model of ``config`` (each value alone is
+        checked on construction; one-line :class:`InputError`s); returns the refiner window
+        and stride (s, k) to use."""
         window = self.window if self.window is not None else config.refiner.window
-        if window < 1:
-            raise InputError(f"window must be at least 1 slice (got {window})")
         if self.refine == "non-overlap":
             if self.stride is not None and self.stride != window:
                 raise InputError(f"non-overlap refinement uses stride = window ({window}); drop --stride or use --refine overlap")

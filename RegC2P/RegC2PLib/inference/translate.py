@@ -26,11 +26,13 @@ import SimpleITK as sitk
 import torch
 
 from ..body import body_mask, in_plane_box
-from ..errors import InputError
+from ..errors import InputError, ModelFileError
 from ..intensity import ct_to_network, network_to_pet
+from ..memory import require_memory, translation_bytes
 from ..model_file import LoadedModel
 from ..progress import CancelToken, ProgressCallback, ProgressRange, no_progress
 from ..slice_grid import SliceGrid
+from ..volume_checks import count_non_finite
 from ..volume_io import AxialOrder, array_view, check_ct, image_like
 from .acceleration import compute_precision, resolve_precision
 from .device import resolve_device
@@ -68,6 +70,19 @@ def translate_volume(
     body = body_mask(hu, order.spacing) if options.body_mask else None
     box = in_plane_box(body) if body is not None else None
     grid = SliceGrid.for_model(hu.shape[1:], order.spacing[1:], model.config, box)
+    require_memory(
+        translation_bytes(
+            model.config,
+            grid.canvas,
+            hu.shape[0],
+            hu.size,
+            options.batch_size,
+            window if options.refine != "none" else None,
+            options.windows_per_batch,
+        ),
+        f"translating this {'x'.join(map(str, ct.GetSize()))} CT on {'x'.join(map(str, grid.canvas))} model slices",
+        "lower the batch size, or use a model with smaller slices",
+    )
     cfg = model.config.intensity
 
     with torch.inference_mode(), compute_precision(device, dtype):
@@ -87,6 +102,9 @@ def translate_volume(
             suv[~body] = 0.0
         del stack, suv, body
 
+    bad, _ = count_non_finite(stored)
+    if bad:  # finite CT and weights are checked on input: this is the last line of defence
+        raise ModelFileError(f"the model produced {bad} NaN or infinite PET voxels for this CT; nothing was written")
     pet = image_like(stored, ct)  # exactly the CT's grid
     progress(1.0, "done")
     return pet

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
-from ..errors import RegC2PError, one_line
+from ..errors import OutputError, RegC2PError, one_line
 
 
 def rng_state() -> dict[str, Any]:
@@ -49,9 +49,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically write ``payload`` (tensors, numbers, strings, lists, dicts)."""
-    with atomic_path(path, ".pt") as tmp:
+    """Atomically write ``payload`` (tensors, numbers, strings, lists, dicts), read back before it replaces the last one."""
+    with atomic_path(path, check=_read_back) as tmp:
         torch.save(payload, tmp)
+
+
+def _read_back(path: Path) -> None:
+    try:
+        load_checkpoint(path)
+    except RegC2PError as exc:
+        raise OutputError(f"cannot write checkpoint {path.name}: it does not read back; check the free space") from exc
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import values
 from ..choices import DEVICE_CHOICES
 
 MODES = ("regc2p", "pix2pix")
@@ -25,6 +26,12 @@ KEEP_CHOICES = ("best", "last")
 # The fields a continued (resumed) run may change: its budget, stage and kept weights, and
 # how fast the machine it continues on runs it.
 RESUME_OVERRIDES = ("stage", "epochs", "refiner_epochs", "max_steps", "keep", "num_workers", "compile_networks", "channels_last")
+# Bounds: far beyond any sensible run, so that only mistakes are refused.
+MAX_COUNT = 10**9  # epochs, steps
+MAX_BATCH = 4096
+MAX_WORKERS = 256
+MAX_LR = 1.0
+MAX_LAMBDA = 1e6
 
 
 def _option(help: str, **extra: Any) -> dict[str, Any]:
@@ -110,18 +117,30 @@ class TrainConfig:
         if not self.refiner_target:
             object.__setattr__(self, "refiner_target", "registered" if self.mode == "regc2p" else "misaligned")
         for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise ValueError(f"{f.name} must be one of {', '.join(choices)} (got {getattr(self, f.name)!r})")
+            if "choices" in f.metadata:
+                values.one_of(f.name, getattr(self, f.name), f.metadata["choices"])
         if self.refiner_target == "registered" and self.mode != "regc2p" and self.stage != "1":
             raise ValueError("refiner_target 'registered' needs mode regc2p (R); use refiner_target 'misaligned' with pix2pix")
-        for name in ("epochs", "refiner_epochs", "batch_size", "refiner_batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
-        if not 0.0 <= self.lesion_fraction < 1.0:
-            raise ValueError(f"lesion_fraction must be within [0, 1) (got {self.lesion_fraction})")
-        if self.max_steps < 0 or self.validate_every < 0 or not 0.0 <= self.decay_start <= 1.0:
-            raise ValueError("max_steps and validate_every must be >= 0 and decay_start within [0, 1]")
+        for name in ("epochs", "refiner_epochs", "checkpoint_every"):
+            values.whole(name, getattr(self, name), 1, MAX_COUNT)
+        for name in ("batch_size", "refiner_batch_size"):
+            values.whole(name, getattr(self, name), 1, MAX_BATCH)
+        values.whole("max_steps", self.max_steps, 0, MAX_COUNT)
+        values.whole("validate_every", self.validate_every, 0, MAX_COUNT)
+        values.whole("num_workers", self.num_workers, 0, MAX_WORKERS)
+        values.seed("seed", self.seed)
+        for name in ("lr", "refiner_lr"):
+            values.finite(name, getattr(self, name), 0.0, MAX_LR)
+        for name in ("beta1", "beta2"):
+            values.finite(name, getattr(self, name), 0.0, 1.0, high_open=True)
+        for name in ("lambda_corr", "lambda_smooth", "lambda_adv"):
+            values.finite(name, getattr(self, name), 0.0, MAX_LAMBDA)
+        values.finite("decay_start", self.decay_start, 0.0, 1.0)
+        values.finite("lesion_fraction", self.lesion_fraction, 0.0, 1.0, high_open=True)
+        for name in ("deterministic", "amp"):
+            values.flag(name, getattr(self, name))
+        if not isinstance(self.init_from, str):
+            raise ValueError(f"init_from must be a path (got {self.init_from!r})")
 
     def epochs_of(self, stage: str) -> int:
         """Epochs of ``stage`` (``stage1``/``stage2``)."""
@@ -140,6 +159,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ValueError("the training options must be a JSON object")
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown training options: {sorted(unknown)}")

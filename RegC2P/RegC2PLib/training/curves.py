@@ -63,5 +63,5 @@ def plot_curves(log_path: Path, out_path: Path) -> None:
         if val:
             row[1].legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(out_path, ".png") as tmp:
+    with atomic_path(out_path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")

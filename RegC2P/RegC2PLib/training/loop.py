@@ -27,12 +27,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..atomic import atomic_path
-from ..errors import RegC2PError
+from ..errors import RegC2PError, one_line
 from ..progress import ProgressCallback, no_progress
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import per_rank_batch
 from .memory import OutOfMemory, batch_too_large
+from .run_folder import config_record, read_metrics
 from .sampling import EpochSampler, mix
 from .sharding import RankShard
 from .tasks import Task
@@ -85,9 +86,9 @@ class MetricsLog:
             last = counters.validated_step if record["kind"] == "val" else counters.step
             return record["stage"] == stage and record["step"] > last
 
-        kept = [line for line in self.path.read_text().splitlines() if line.strip() and not stale(json.loads(line))]
-        with atomic_path(self.path, ".jsonl") as tmp:
-            tmp.write_text("".join(line + "\n" for line in kept))
+        kept = [record for record in read_metrics(self.path) if not stale(record)]
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
 
 def _lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
@@ -257,21 +258,28 @@ def _state(task: Task, schedulers: dict[str, Any], counters: Counters, rng: list
         "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
         "counters": asdict(counters),
         "rng": rng,
+        "config": config_record(task.model_cfg, task.train_cfg),  # compared with run.json on resume
     }
 
 
 def _restore(state: dict[str, Any], task: Task, schedulers: dict[str, Any]) -> Counters:
+    """Load a checkpoint checked by ``run_folder.check_checkpoint``; what that cannot see
+    (optimiser or RNG state of another shape) is still a one-line error."""
     if state.get("stage") != task.name:
         raise RegC2PError(f"checkpoint is for {state.get('stage')!r}, not {task.name!r}; use a fresh run folder")
-    for name, module in task.modules.items():
-        module.load_state_dict(state["modules"][name])
-    for name, opt in task.optimizers.items():
-        opt.load_state_dict(state["optimizers"][name])
-    for name, scheduler in schedulers.items():
-        scheduler.load_state_dict(state["schedulers"][name])
-    saved = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one dict: a one-process checkpoint
-    set_rng_state(saved[task.dist.rank % len(saved)])
-    return Counters(**state["counters"])
+    try:
+        for name, module in task.modules.items():
+            module.load_state_dict(state["modules"][name])
+        for name, opt in task.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, scheduler in schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][name])
+        saved = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one dict: a one-process checkpoint
+        set_rng_state(saved[task.dist.rank % len(saved)])
+        return Counters(**state["counters"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        reason = one_line(exc)
+        raise RegC2PError(f"the {task.name} checkpoint does not fit this run ({reason}); delete it to restart the stage") from exc
 
 
 def stage_seconds(checkpoint_dir: Path, stage: str) -> float:

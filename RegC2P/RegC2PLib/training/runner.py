@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_json
 from ..config import ModelConfig, model_differences
 from ..data.split import read_manifest
 from ..errors import InputError
 from ..inference.device import resolve_device
+from ..memory import require_memory, training_bytes
 from ..model_file import LoadedModel, load_model, save_model
 from ..networks import Generator, Refiner, RegistrationNet
 from ..progress import ProgressCallback, ProgressRange, no_progress
@@ -45,7 +46,8 @@ from .curves import NO_MATPLOTLIB, can_plot, plot_curves
 from .data_access import prepare_data
 from .distributed import Distributed, elastic_restart, from_environment, per_rank_batch
 from .loop import MetricsLog, StopRequest, batch_flag, load_stage_weights, run_stage
-from .sources import DataSource, manifest_path, sources_from_json
+from .run_folder import RUN_FILE, discard_new_run, validate_run_folder
+from .sources import DataSource, manifest_path
 from .tasks import GanTask, RefinerTask
 from .validation import make_validator
 
@@ -99,6 +101,9 @@ def _train(
     notify: Callable[[str], None],
 ) -> Path:
     out = options.out
+    created = not out.exists()
+    # A new run, not a resume nor torchrun's restart of a new run's command (run.json exists then).
+    new_run = not options.resume and not (out / RUN_FILE).exists()
     model_cfg, train_cfg, sources = dist.on_main(lambda: _open_folder(options, dist.world_size))
     stop = stop or StopRequest(out / "STOP")
     if not dist.is_main:
@@ -106,9 +111,16 @@ def _train(
     device = dist.device(resolve_device(train_cfg.device))
     _seed_everything(train_cfg, device)
     stages = train_cfg.stages()
-    data = dist.main_first(
-        lambda: prepare_data(sources, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
-    )
+    try:
+        data = dist.main_first(
+            lambda: prepare_data(sources, out, model_cfg, train_cfg.seed, "stage2" in stages, train_cfg.lesion_fraction)
+        )
+        if "stage2" in stages and (data.windows is None or data.window_sampler is None):
+            raise InputError("stage 2 needs whole volumes; a RegGAN/CPDM slice folder only supports --stage 1")
+    except BaseException:
+        if new_run and dist.is_main:  # a new run refused by its data leaves nothing, so the retry is a new run again
+            discard_new_run(out, created)
+        raise
     if dist.is_main:
         notify(data.summary)
     log = MetricsLog(out / "metrics.jsonl")
@@ -127,8 +139,6 @@ def _train(
             run_stage(task, data.slices, data.slice_sampler, train_cfg, checkpoints, log, validator, stop, part)
         generator, registration = _stage1_networks(model_cfg, checkpoints, train_cfg.keep)
         if "stage2" in stages:
-            if data.windows is None or data.window_sampler is None:
-                raise InputError("stage 2 needs whole volumes; a RegGAN/CPDM slice folder only supports --stage 1")
             torch.manual_seed(train_cfg.seed + 1)
             task = RefinerTask(model_cfg, train_cfg, device, generator, registration, dist)
             if init is not None and init.refiner is not None:
@@ -168,30 +178,30 @@ def _open_folder(options: RunOptions, world_size: int) -> tuple[ModelConfig, Tra
 def open_run(options: RunOptions, processes: int = 1) -> tuple[ModelConfig, TrainConfig, tuple[DataSource, ...]]:
     """Create a new run folder (``run.json``) or read a resumed one's configs and dataset folders.
 
-    Refuses a non-empty folder for a new run, a missing ``run.json`` on resume,
-    ``--stage 2`` on a new run and an ``init_from`` model of another network config, each
-    with a one-line :class:`InputError`. The ``init_from`` model and given split manifests
-    are copied into the run folder, so a resume does not depend on the original files. Workers that torchrun's
+    Refuses a non-empty folder for a new run, ``--stage 2`` on a new run, an ``init_from``
+    model of another network config and a run that cannot fit in memory, each with a
+    one-line error, before the folder is touched; a new run whose files cannot be written
+    leaves no folder. On resume the whole run folder is validated first
+    (:func:`.run_folder.validate_run_folder`), and the resume is recorded in ``run.json``
+    only then. The ``init_from`` model and given split manifests are copied into the run
+    folder, so a resume does not depend on the original files. Workers that torchrun's
     agent restarted (``--max-restarts``) with the command of a new run continue the run
     that command started, when ``run.json`` records exactly its configuration.
     ``processes`` (how many train the run this time) is recorded with the command.
     """
-    out, run_file = options.out, options.out / "run.json"
+    out, run_file = options.out, options.out / RUN_FILE
     unknown = sorted(set(options.resume_overrides) - set(RESUME_OVERRIDES))
     if unknown:
         raise InputError(f"a continued run can only change {', '.join(RESUME_OVERRIDES)}, not {', '.join(unknown)}")
     if options.resume:
-        if not run_file.is_file():
-            raise InputError(f"{out} is not a RegC2P run folder (no run.json); start a new run without --resume")
-        saved = json.loads(run_file.read_text())
-        model_cfg = ModelConfig.from_dict(saved["model"])
-        train_cfg = TrainConfig.from_dict({**saved["train"], **options.resume_overrides})
-        # Keep the provenance: run.json lists every resume and what it changed.
+        run = validate_run_folder(out, options.resume_overrides)
+        _require_memory(run.model, run.train)
+        # Keep the provenance: run.json lists every resume and what it changed (once the folder has validated).
+        saved = run.raw
         resume = {"command": options.command, "overrides": options.resume_overrides, "processes": processes}
         saved.setdefault("resumes", []).append(resume)
-        with atomic_path(run_file, ".json") as tmp:
-            tmp.write_text(json.dumps(saved, indent=2))
-        return model_cfg, train_cfg, sources_from_json(saved["data"])
+        write_json(run_file, saved)
+        return run.model, run.train, run.sources
     if not options.data:
         raise InputError("--data is required for a new run; give a dataset folder")
     if options.model is None or options.train is None:
@@ -209,12 +219,9 @@ def open_run(options: RunOptions, processes: int = 1) -> tuple[ModelConfig, Trai
     if options.train.stage == "2":
         raise InputError("--stage 2 needs a run whose stage 1 is trained: use --resume --stage 2 on that run folder")
     init = _check_init(options.train.init_from, options.model)
-    out.mkdir(parents=True, exist_ok=True)
+    _require_memory(options.model, options.train)
+    created = not out.exists()
     sources = tuple(DataSource(s.path.resolve(), s.name, s.weight, s.split) for s in sources)
-    for source in sources:
-        if source.split is not None:
-            with atomic_path(manifest_path(out, source, len(sources)), ".json") as tmp:
-                shutil.copyfile(source.split, tmp)
     record = {
         "model": options.model.to_dict(),
         "train": options.train.to_dict(),
@@ -222,12 +229,20 @@ def open_run(options: RunOptions, processes: int = 1) -> tuple[ModelConfig, Trai
         "command": options.command,
         "processes": processes,
     }
-    if init is not None:
-        with atomic_path(out / INIT_FILE, ".safetensors") as tmp:
-            shutil.copyfile(init.path, tmp)  # type: ignore[arg-type]
-        record["init"] = {"from": str(Path(init.path).resolve()), "sha256": init.sha256}  # type: ignore[arg-type]
-    with atomic_path(run_file, ".json") as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for source in sources:
+            if source.split is not None:
+                with atomic_path(manifest_path(out, source, len(sources))) as tmp:
+                    shutil.copyfile(source.split, tmp)
+        if init is not None:
+            with atomic_path(out / INIT_FILE) as tmp:
+                shutil.copyfile(init.path, tmp)  # type: ignore[arg-type]
+            record["init"] = {"from": str(Path(init.path).resolve()), "sha256": init.sha256}  # type: ignore[arg-type]
+        write_json(run_file, record)
+    except BaseException:  # e.g. a full disk: a half-made folder would block the retry
+        discard_new_run(out, created)
+        raise
     return options.model, options.train, sources
 
 
@@ -241,6 +256,16 @@ def _records(run_file: Path, options: RunOptions) -> bool:
         saved.get("data") == [DataSource(s.path.resolve(), s.name, s.weight).to_json() for s in sources]
         and ModelConfig.from_dict(saved["model"]) == options.model
         and TrainConfig.from_dict(saved["train"]) == options.train
+    )
+
+
+def _require_memory(model: ModelConfig, train: TrainConfig) -> None:
+    """Refuse, before the run folder is touched, a run whose training step cannot fit in memory."""
+    m = model.image_size
+    require_memory(
+        training_bytes(model, train),
+        f"training on {m}x{m} slices in batches of {train.batch_size}",
+        "lower --batch-size or --image-size",
     )
 
 

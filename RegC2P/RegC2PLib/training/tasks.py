@@ -22,6 +22,7 @@ gradient of the global batch.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -29,12 +30,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import RegC2PError
 from ..networks import Discriminator, Generator, Refiner, RegistrationNet, invert_field, smoothness_loss, warp
 from .config import TrainConfig
 from .distributed import SINGLE, Distributed
 from .losses import lsgan
 
 Batch = dict[str, torch.Tensor]
+
+
+def require_finite(stage: str, **terms: torch.Tensor) -> None:
+    """Stop a step whose loss is NaN or infinite before its backward pass (which would spread
+    NaN into every weight, and through ``grid_sample`` can crash the process)."""
+    values = {name: float(term.detach()) for name, term in terms.items()}
+    if not all(math.isfinite(v) for v in values.values()):
+        shown = ", ".join(f"{name} {value:g}" for name, value in values.items())
+        raise RegC2PError(
+            f"{stage}: the loss is not finite ({shown}): NaN in the data or the weights, a NaN loss weight or too high a "
+            "learning rate; this step was not applied and the last checkpoint is intact"
+        )
 
 
 class Task:
@@ -155,6 +169,7 @@ class GanTask(Task):
             with _frozen(self.discriminator):  # G's step does not need D's weight gradients
                 adv = lsgan(self._judge_frozen(fake), real=True, per_image=per_image)
             loss = cfg.lambda_corr * corr + cfg.lambda_smooth * smooth + cfg.lambda_adv * adv
+        require_finite(self.name, loss_g=loss, l_corr=corr, l_smooth=smooth, l_adv=adv)
         self.optimizers["generator"].zero_grad(set_to_none=True)
         loss.backward()
         self.optimizers["generator"].step()
@@ -163,6 +178,7 @@ class GanTask(Task):
             d_loss = lsgan(self._judge(fake.detach()), real=False, per_image=per_image) + lsgan(
                 self._judge(pet), real=True, per_image=per_image
             )
+        require_finite(self.name, loss_d=d_loss)
         self.optimizers["discriminator"].zero_grad(set_to_none=True)
         d_loss.backward()
         self.optimizers["discriminator"].step()
@@ -222,6 +238,7 @@ class RefinerTask(Task):
         stacked, target = self.inputs_and_targets(*self._inputs(batch))
         with self.autocast():
             loss = F.l1_loss(self._refine(stacked), target)
+        require_finite(self.name, loss_f=loss)
         self.optimizers["refiner"].zero_grad(set_to_none=True)
         loss.backward()
         self.optimizers["refiner"].step()

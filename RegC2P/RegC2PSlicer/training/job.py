@@ -18,7 +18,6 @@ job is made, so the worker resumes exactly that configuration.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -32,8 +31,9 @@ from RegC2PLib.errors import InputError
 from RegC2PLib.progress import ProgressCallback, no_progress
 from RegC2PLib.training.config import RESUME_OVERRIDES, TrainConfig
 from RegC2PLib.training.loop import StopRequest, TrainingStopped
+from RegC2PLib.training.run_folder import read_run_record
 from RegC2PLib.training.runner import MODEL_FILE, RunOptions, open_run, train
-from RegC2PLib.training.sources import DataSource, sources_from_json
+from RegC2PLib.training.sources import DataSource
 
 from ..background import JobState, WorkerProcess, wait_for
 from .dataset import PairLike, as_pairs, check_dataset, check_study_count, write_pairs
@@ -162,8 +162,8 @@ class TrainingJob:
 
     @property
     def data_folders(self) -> tuple[Path, ...]:
-        """The dataset folders the run trains on (from ``run.json``)."""
-        return tuple(s.path for s in sources_from_json(json.loads((self.out / "run.json").read_text())["data"]))
+        """The dataset folders the run trains on (from ``run.json``, validated: a damaged one is a one-line error)."""
+        return tuple(s.path for s in read_run_record(self.out).sources)
 
     @property
     def data_folder(self) -> Path:
