@@ -1,25 +1,30 @@
 """Speed benchmark: RegC2P inference and training against RegGAN-style reference loops.
 
-One run measures, on the CPU, for the ``small`` and ``paper`` presets:
+Measures on the CPU, for the ``small`` and ``paper`` presets (reference loops in
+``benchmarks/speed_reference.py``):
 
-* **G per slice** — ours (``batch_size`` slices per pass, ``torch.inference_mode``) vs a
-  reference loop that runs one slice at a time in float32 with autograd on (no inference
-  mode), the way RegGAN's test code runs G; plus the candidate optimisations on G alone
-  (channels_last, bfloat16 autocast, both, ``torch.compile``) with their error.
-* **Per volume** — ``translate_volume`` (G + overlap refiner) vs the reference loop (G one
-  slice at a time, the refiner one window at a time), including the outputs' difference.
-* **Tolerance** — every optimisation against float32 on a phantom: max |ΔSUV| in the body
-  and the difference in the paper's MAE units (1/32767 of the PET range).
-* **Training throughput** (``small``) — slices/s of the project's stage-1 step (G+R+D,
-  ``GanTask.train_step``) and stage-2 step (``RefinerTask.train_step``) vs reference steps
-  written the way RegGAN's trainer runs (batch 1, float32, G and R stepped from one
-  backward pass, then D).
+* **G per slice** — ours (``batch_size`` slices per pass, ``torch.inference_mode``) vs G one
+  slice at a time under ``no_grad``, as RegGAN's test script runs it; plus candidate
+  optimisations of G (channels_last, bfloat16 autocast, both, ``torch.compile``) and their
+  difference from float32 on the network scale [-1, 1].
+* **Per volume** — ``translate_volume`` (G + overlap refiner) and the refiner alone vs the
+  reference loops, with the outputs' difference.
+* **Tolerance** — batched float32 vs the reference loop and bfloat16 vs float32 on a phantom:
+  max, mean and 99.9th-percentile |ΔSUV| in the body and the mean in the paper's MAE units.
+* **Training throughput** (``small``) — the project's stage-1 (``GanTask``) and stage-2
+  (``RefinerTask``) steps vs batch-1 float32 reference steps.
 * **Linearity** — translation time for growing slice counts, a fitted line and R².
 * **Peak memory** (``--memory``) — ``benchmarks/memory_translate.py`` on a 512×512×600 CT.
 
-Writes ``docs/benchmark-speed.md`` and ``benchmarks/results/speed.json``::
+Every timed callable goes through ``torch.utils.benchmark.Timer.blocked_autorange``; the
+callables compared with each other are timed in turn, ``--rounds`` times (interleaved, so a
+change in machine load hits all of them), and the median seconds per call is kept with its
+interquartile range. Writes the numbers (and the machine) to ``benchmarks/results/speed.json``
+and nothing else; progress goes to stderr. ``benchmarks/speed_report.py`` turns the JSON into
+``docs/benchmark-speed.md``::
 
-    .venv/bin/python benchmarks/speed.py [--small-slices 64] [--paper-slices 8] [--memory] [--compile]
+    .venv/bin/python benchmarks/speed.py [--threads 1] [--rounds 3] [--memory] [--compile]
+    .venv/bin/python benchmarks/speed_report.py
 
 Weights: the trained model at ``out/quality/run-regc2p/model.safetensors`` when present
 (for the tolerance check), otherwise ``new_model`` weights (N(0, 0.02)) with the refiner's
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -39,66 +45,104 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 import torch
-import torch.nn.functional as F
 from memory_translate import _synthetic_ct
+from speed_reference import ReferenceGanStep, ReferenceRefinerStep, reference_generator, reference_refine, reference_translate
+from torch.utils import benchmark
 
-from RegC2PLib.config import ModelConfig, preset
+from RegC2PLib.body import body_mask
+from RegC2PLib.config import preset
 from RegC2PLib.data.phantom import PhantomConfig, generate_case
-from RegC2PLib.inference import TranslationOptions, WindowPlan, translate_volume
+from RegC2PLib.inference import TranslationOptions, WindowPlan, refine_windows, translate_volume
 from RegC2PLib.inference.acceleration import TOLERANCE_MAE_PAPER, TOLERANCE_MAX_SUV, native_bfloat16
-from RegC2PLib.intensity import ct_to_network, network_to_pet
-from RegC2PLib.metrics import body_mask
 from RegC2PLib.model_file import LoadedModel, load_model, new_model
-from RegC2PLib.networks import Discriminator, Generator, RegistrationNet, smoothness_loss, warp
-from RegC2PLib.slice_grid import SliceGrid
 from RegC2PLib.training.config import TrainConfig
 from RegC2PLib.training.tasks import GanTask, RefinerTask
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED_MODEL = ROOT / "out" / "quality" / "run-regc2p" / "model.safetensors"
 CPU = torch.device("cpu")
-
-
-@dataclass
-class Row:
-    """One measurement: ours vs the reference (seconds per ``unit``), or ours alone."""
-
-    section: str
-    preset: str
-    what: str
-    count: int
-    unit: str
-    ours_s: float
-    reference_s: float | None = None
-    note: str = ""
-    extra: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def ratio(self) -> float | None:
-        """Speed-up of ours over the reference (> 1: ours faster)."""
-        return None if self.reference_s is None else self.reference_s / self.ours_s
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """Wall seconds of one call and its result."""
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
 _START = time.perf_counter()
 
 
 def log(message: str) -> None:
     """Progress line on stderr with the seconds since start."""
     print(f"[{time.perf_counter() - _START:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of one callable: median and interquartile range over ``samples`` timed blocks."""
+
+    median_s: float
+    iqr_s: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class Bench:
+    """How callables are timed: ``rounds`` interleaved rounds of ``blocked_autorange(min_run_time_s)`` each."""
+
+    rounds: int
+    min_run_time_s: float
+
+    def measure(self, callables: dict[str, Callable[[], Any]]) -> dict[str, Timing]:
+        """Time each callable (already warmed up) in turn, ``rounds`` times; seconds per call."""
+        timers = {
+            key: benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(), label=key)
+            for key, fn in callables.items()
+        }
+        blocks: dict[str, list[benchmark.Measurement]] = {key: [] for key in callables}
+        for _ in range(self.rounds):
+            for key, timer in timers.items():
+                blocks[key].append(timer.blocked_autorange(min_run_time=self.min_run_time_s))
+        merged = {key: benchmark.Measurement.merge(ms)[0] for key, ms in blocks.items()}
+        return {key: Timing(m.median, m.iqr, len(m.times)) for key, m in merged.items()}
+
+
+@dataclass
+class Row:
+    """One measurement in seconds per ``unit``: ours vs the reference (or vs ours float32), or ours alone."""
+
+    section: str
+    preset: str
+    variant: str
+    what: str
+    count: int
+    unit: str
+    ours: Timing
+    reference: Timing | None = None
+    note: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The row as the JSON record the report reads (seconds per unit, speed-up = reference / ours)."""
+        ref = self.reference
+        return {
+            "section": self.section,
+            "preset": self.preset,
+            "variant": self.variant,
+            "what": self.what,
+            "count": self.count,
+            "unit": self.unit,
+            "ours_s": self.ours.median_s / self.count,
+            "ours_iqr_s": self.ours.iqr_s / self.count,
+            "reference_s": None if ref is None else ref.median_s / self.count,
+            "reference_iqr_s": None if ref is None else ref.iqr_s / self.count,
+            "samples": self.ours.samples,
+            "ratio": None if ref is None else ref.median_s / self.ours.median_s,
+            "note": self.note,
+            "extra": self.extra,
+        }
 
 
 # --------------------------------------------------------------------------- models
@@ -118,88 +162,20 @@ def tolerance_model(name: str) -> tuple[LoadedModel, str]:
     """The trained quality-run model when present and of preset ``name``, else :func:`bench_model`."""
     if TRAINED_MODEL.is_file():
         model = load_model(TRAINED_MODEL)
-        if model.config.preset_name == name and model.refiner is not None:
+        if model.config.preset_name() == name and model.refiner is not None:
             return model, f"trained ({TRAINED_MODEL.relative_to(ROOT)})"
     return bench_model(name), "untrained (N(0, 0.02) weights, refiner output layer N(0, 0.02))"
 
 
-# --------------------------------------------------------------------------- reference code
+def random_slices(*shape: int, seed: int = 0) -> torch.Tensor:
+    """Reproducible uniform noise on the network scale [-1, 1]."""
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-def reference_generator(generator: torch.nn.Module, slices: torch.Tensor) -> torch.Tensor:
-    """RegGAN-style test loop: one (1, 1, M, M) slice per forward pass, autograd on, float32."""
-    return torch.stack([generator(s[None, None]).detach()[0, 0] for s in slices])
-
-
-def reference_translate(ct: sitk.Image, model: LoadedModel, window: int, stride: int) -> np.ndarray:
-    """The whole translation written as a plain loop: G one slice at a time, then F one
-    window at a time, overlaps averaged; same pre/post-processing as ``translate_volume``
-    (the CT must already be axial LPS)."""
-    assert model.refiner is not None
-    hu = sitk.GetArrayViewFromImage(ct)
-    sx, sy, _ = ct.GetSpacing()
-    grid = SliceGrid.fit(hu.shape[1:], (sy, sx), model.config.image_size)
-    cfg = model.config.intensity
-    outputs = []
-    for z in range(hu.shape[0]):
-        x = grid.to_model(ct_to_network(torch.from_numpy(hu[z : z + 1].astype(np.float32)), cfg), fill=-1.0)
-        outputs.append(model.generator(x[:, None]).detach()[0, 0])
-    stack = torch.stack(outputs)
-    plan = WindowPlan(stack.shape[0], window, stride)
-    total = torch.zeros_like(stack)
-    count = torch.zeros(stack.shape[0], 1, 1)
-    for start in plan.starts:
-        end = start + plan.length
-        total[start:end] += model.refiner(stack[None, None, start:end]).detach()[0, 0]
-        count[start:end] += 1
-    return network_to_pet(grid.from_model(total / count), cfg).numpy()
-
-
-class ReferenceGanStep:
-    """A stage-1 step as RegGAN's trainer takes it: batch 1, float32, separate Adam for G, R
-    and D; G and R step from one backward pass of 20·L1(warp) + 10·smooth + 1·LSGAN, then D."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        self.g = Generator(config.generator)
-        self.r = RegistrationNet(config.registration)
-        self.d = Discriminator(config.discriminator)
-        self.opt_g, self.opt_r, self.opt_d = (
-            torch.optim.Adam(n.parameters(), lr=1e-4, betas=(0.5, 0.999)) for n in (self.g, self.r, self.d)
-        )
-
-    def __call__(self, ct: torch.Tensor, pet: torch.Tensor) -> None:
-        self.opt_g.zero_grad()
-        self.opt_r.zero_grad()
-        fake = self.g(ct)
-        field_ = self.r(fake, pet)
-        scores = self.d(fake)
-        loss = 20 * F.l1_loss(warp(fake, field_), pet) + 10 * smoothness_loss(field_)
-        loss = loss + F.mse_loss(scores, torch.ones_like(scores))
-        loss.backward()
-        self.opt_g.step()
-        self.opt_r.step()
-        self.opt_d.zero_grad()
-        real, fake_scores = self.d(pet), self.d(fake.detach())
-        d_loss = F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake_scores, torch.zeros_like(fake_scores))
-        d_loss.backward()
-        self.opt_d.step()
-
-
-class ReferenceRefinerStep:
-    """A stage-2 step as a plain loop: G frozen, run one slice at a time; one window per step;
-    L1 of F(window) to the (misaligned) PET window; Adam."""
-
-    def __init__(self, model: LoadedModel) -> None:
-        assert model.refiner is not None
-        self.g, self.f = model.generator, model.refiner
-        self.opt = torch.optim.Adam(self.f.parameters(), lr=1e-4, betas=(0.5, 0.999))
-
-    def __call__(self, ct: torch.Tensor, pet: torch.Tensor) -> None:
-        stacked = reference_generator(self.g, ct)
-        self.opt.zero_grad()
-        loss = F.l1_loss(self.f(stacked[None, None]), pet[None, None])
-        loss.backward()
-        self.opt.step()
+def net_diff(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """Max and mean |a - b| on the network scale [-1, 1]."""
+    d = (a.float() - b.float()).abs()
+    return {"max_abs_net": float(d.max()), "mean_abs_net": float(d.mean())}
 
 
 # --------------------------------------------------------------------------- sections
@@ -220,203 +196,252 @@ def fresh_inductor_cache() -> Iterator[None]:
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
 
 
-def generator_rows(name: str, n: int, batch: int, compile_: bool) -> list[Row]:
-    """G alone: ours (batched, inference mode) vs the reference loop, and the G variants."""
-    model = bench_model(name)
-    g, size = model.generator, model.config.image_size
-    slices = torch.rand(n, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+def generator_rows(bench: Bench, name: str, n: int, batch: int, compile_: bool) -> list[Row]:
+    """G alone on ``n`` slices: ours (batched, inference mode) vs the reference loop, and the G variants vs ours."""
+    g = bench_model(name).generator
+    size = preset(name).image_size
+    slices = random_slices(n, size, size)
 
-    def ours(layout: torch.memory_format = torch.contiguous_format, net: Callable = g) -> torch.Tensor:
-        with torch.inference_mode():
+    def ours(net: torch.nn.Module, layout: torch.memory_format, bf16: bool) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             return torch.cat(
                 [net(slices[i : i + batch, None].contiguous(memory_format=layout))[:, 0].float() for i in range(0, n, batch)]
             )
 
-    ours(net=g)  # warm-up: oneDNN primitives, allocator
-    t_ref, ref = timed(lambda: reference_generator(g, slices))
-    t_ours, out = timed(ours)
-    rows = [Row("G", name, f"G, {batch} slices/pass, inference mode", n, "slice", t_ours / n, t_ref / n, extra=_diff(out, ref))]
-    variants: list[tuple[str, torch.dtype, torch.memory_format]] = [
-        ("G + channels_last (float32)", torch.float32, torch.channels_last),
-        ("G + bfloat16 autocast", torch.bfloat16, torch.contiguous_format),
-        ("G + bfloat16 + channels_last", torch.bfloat16, torch.channels_last),
+    g_last = copy.deepcopy(g).to(memory_format=torch.channels_last)
+    runs: dict[str, Callable[[], torch.Tensor]] = {
+        "reference": lambda: reference_generator(g, slices),
+        "ours": lambda: ours(g, torch.contiguous_format, False),
+        "channels_last": lambda: ours(g_last, torch.channels_last, False),
+        "bfloat16": lambda: ours(g, torch.contiguous_format, True),
+        "bfloat16_channels_last": lambda: ours(g_last, torch.channels_last, True),
+    }
+    outputs = {key: run() for key, run in runs.items()}  # also the warm-up: oneDNN primitives, allocator
+    t = bench.measure(runs)
+    labels = {
+        "channels_last": "G + channels_last (float32)",
+        "bfloat16": "G + bfloat16 autocast",
+        "bfloat16_channels_last": "G + bfloat16 + channels_last",
+    }
+    rows = [
+        Row(
+            "G",
+            name,
+            "ours",
+            f"G, {batch} slices/pass, inference mode",
+            n,
+            "slice",
+            t["ours"],
+            t["reference"],
+            extra=net_diff(outputs["ours"], outputs["reference"]),
+        )
     ]
-    for label, dtype, layout in variants:
-        g.to(memory_format=layout)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            ours(layout)
-            t, y = timed(lambda layout=layout: ours(layout))
-        g.to(memory_format=torch.contiguous_format)
-        rows.append(Row("G", name, label, n, "slice", t / n, t_ours / n, "ratio vs ours float32", _diff(y, out)))
+    for key, label in labels.items():
+        rows.append(
+            Row(
+                "G",
+                name,
+                key,
+                label,
+                n,
+                "slice",
+                t[key],
+                t["ours"],
+                "ratio vs ours float32",
+                net_diff(outputs[key], outputs["ours"]),
+            )
+        )
     if compile_:
         with fresh_inductor_cache():
             compiled = torch.compile(g)
-            t_compile, _ = timed(lambda: ours(net=compiled))
-            t, y = timed(lambda: ours(net=compiled))
-        extra = {**_diff(y, out), "compile_and_first_call_s": t_compile}
-        rows.append(Row("G", name, "G + torch.compile (after compiling)", n, "slice", t / n, t_ours / n, "ratio vs ours", extra))
+            # Compiling happens once, on the first call: a single wall-clock span is what a user waits.
+            start = time.perf_counter()
+            out = ours(compiled, torch.contiguous_format, False)
+            compile_s = time.perf_counter() - start
+            tc = bench.measure({"compiled": lambda: ours(compiled, torch.contiguous_format, False), "ours": runs["ours"]})
+        extra = {**net_diff(out, outputs["ours"]), "compile_and_first_call_s": compile_s}
+        rows.append(
+            Row(
+                "G",
+                name,
+                "compile",
+                "G + torch.compile (after compiling)",
+                n,
+                "slice",
+                tc["compiled"],
+                tc["ours"],
+                "ratio vs ours",
+                extra,
+            )
+        )
         torch._dynamo.reset()
     return rows
 
 
-def _diff(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
-    """Max and mean |a - b| on the network scale [-1, 1]."""
-    d = (a.float() - b.float()).abs()
-    return {"max_abs_net": float(d.max()), "mean_abs_net": float(d.mean())}
-
-
-def volume_rows(name: str, n: int, ct_size: int) -> list[Row]:
-    """Whole translation (G + overlap refiner) and the refiner alone: ours vs the reference."""
+def volume_rows(bench: Bench, name: str, n: int, ct_size: int) -> list[Row]:
+    """Whole translation (G + overlap refiner) and the refiner alone: ours vs the reference loops."""
     model = bench_model(name)
+    assert model.refiner is not None
+    refiner = model.refiner
     ct = _synthetic_ct(n, ct_size)
     options = TranslationOptions(refine="overlap", device="cpu")
     window, stride = options.validate(model.config)
-    translate_volume(_synthetic_ct(2, ct_size), model, options)  # warm-up
-    t_ref, ref = timed(lambda: reference_translate(ct, model, window, stride))
-    t_ours, pet = timed(lambda: translate_volume(ct, model, options))
-    ours = sitk.GetArrayFromImage(pet)
-    suv_diff = float(np.abs(ours - ref).max())
+    runs = {
+        "ours": lambda: sitk.GetArrayFromImage(translate_volume(ct, model, options)),
+        "reference": lambda: reference_translate(ct, model, window, stride),
+    }
+    outputs = {key: run() for key, run in runs.items()}
+    t = bench.measure(runs)
     label = f"CT {ct_size}×{ct_size}×{n} → PET, overlap s={window} k={stride}"
-    rows = [Row("volume", name, label, n, "slice", t_ours / n, t_ref / n, extra={"max_abs_suv_vs_reference": suv_diff})]
+    suv_diff = float(np.abs(outputs["ours"] - outputs["reference"]).max())
+    rows = [
+        Row(
+            "volume",
+            name,
+            "translate",
+            label,
+            n,
+            "slice",
+            t["ours"],
+            t["reference"],
+            extra={"max_abs_suv_vs_reference": suv_diff},
+        )
+    ]
 
     size = model.config.image_size
-    stack = torch.rand(n, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    stack = random_slices(n, size, size)
     plan = WindowPlan(n, window, stride)
-    assert model.refiner is not None
-    refiner = model.refiner
-
-    def reference_refine() -> torch.Tensor:
-        total, count = torch.zeros_like(stack), torch.zeros(n, 1, 1)
-        for start in plan.starts:
-            total[start : start + plan.length] += refiner(stack[None, None, start : start + plan.length]).detach()[0, 0]
-            count[start : start + plan.length] += 1
-        return total / count
 
     def ours_refine() -> torch.Tensor:
-        from RegC2PLib.inference import refine_windows
-
         with torch.inference_mode():
             return refine_windows(stack, refiner, plan, CPU, options.windows_per_batch)
 
-    t_ref, r_ref = timed(reference_refine)
-    t_ours, r_ours = timed(ours_refine)
+    runs = {"ours": ours_refine, "reference": lambda: reference_refine(refiner, stack, plan)}
+    outputs = {key: run() for key, run in runs.items()}
+    t = bench.measure(runs)
+    label = f"refiner only, {len(plan.starts)} windows, {options.windows_per_batch}/pass"
     rows.append(
         Row(
             "volume",
             name,
-            f"refiner only, {len(plan.starts)} windows, {options.windows_per_batch}/pass",
+            "refiner",
+            label,
             n,
             "slice",
-            t_ours / n,
-            t_ref / n,
-            extra=_diff(r_ours, r_ref),
+            t["ours"],
+            t["reference"],
+            extra=net_diff(outputs["ours"], outputs["reference"]),
         )
     )
     return rows
 
 
-def tolerance_rows(name: str, n: int) -> tuple[list[Row], str]:
-    """Each optimisation vs float32 on a phantom: max |ΔSUV| in the body, paper-scale MAE."""
+def suv_errors(out: np.ndarray, against: np.ndarray, body: np.ndarray, suv_max: float) -> dict[str, float]:
+    """|ΔSUV| in the body (max, mean, 99.9th percentile) and the whole-volume mean in paper MAE units (1/32767 of ``suv_max``)."""
+    d = np.abs(out - against)
+    inside = d[body] if body.any() else d.ravel()
+    return {
+        "max_abs_suv_body": float(inside.max()),
+        "mean_abs_suv_body": float(inside.mean()),
+        "p999_abs_suv_body": float(np.percentile(inside, 99.9)),
+        "mae_paper_units": 32767.0 * float(d.mean()) / suv_max,
+    }
+
+
+def tolerance_rows(bench: Bench, name: str, n: int) -> tuple[list[Row], str]:
+    """Batched float32 vs the reference loop, and bfloat16 vs float32, on a phantom of ``n`` slices."""
     model, weights = tolerance_model(name)
-    case = generate_case(PhantomConfig(shape=(n, 2 * model.config.image_size, 2 * model.config.image_size)), seed=7)
-    body = body_mask(sitk.GetArrayViewFromImage(case.ct))
+    size = model.config.image_size
+    case = generate_case(PhantomConfig(shape=(n, 2 * size, 2 * size)), seed=7)
+    body = body_mask(sitk.GetArrayViewFromImage(case.ct), case.ct.GetSpacing()[::-1])
     suv_max = model.config.intensity.pet_suv_max
-    base = TranslationOptions(refine="overlap", device="cpu")
-    t32, f32 = timed(lambda: sitk.GetArrayFromImage(translate_volume(case.ct, model, base)))
-    window, stride = base.validate(model.config)
-    ref = reference_translate(case.ct, model, window, stride)
-    candidates: list[tuple[str, Callable[[], np.ndarray]]] = [
-        ("batched windows + batched G (adopted) vs reference loop", lambda: f32),
-        (
+    f32 = TranslationOptions(refine="overlap", device="cpu")
+    bf16 = TranslationOptions(refine="overlap", device="cpu", precision="bfloat16")
+    window, stride = f32.validate(model.config)
+    runs = {
+        "float32": lambda: sitk.GetArrayFromImage(translate_volume(case.ct, model, f32)),
+        "bfloat16": lambda: sitk.GetArrayFromImage(translate_volume(case.ct, model, bf16)),
+        "reference": lambda: reference_translate(case.ct, model, window, stride),
+    }
+    out = {key: run() for key, run in runs.items()}
+    t = bench.measure(runs)
+    batched = suv_errors(out["float32"], out["reference"], body, suv_max)
+    bfloat16 = suv_errors(out["bfloat16"], out["float32"], body, suv_max)
+    label = "batched windows + batched G vs reference loop"
+    rows = [
+        Row("tolerance", name, "batched", label, n, "slice", t["float32"], t["reference"], "reference loop (float32)", batched),
+        Row(
+            "tolerance",
+            name,
+            "bfloat16",
             "bfloat16 autocast (G + F)",
-            lambda: sitk.GetArrayFromImage(
-                translate_volume(case.ct, model, TranslationOptions(device="cpu", precision="bfloat16"))
-            ),
+            n,
+            "slice",
+            t["bfloat16"],
+            t["float32"],
+            "ours, float32",
+            bfloat16,
         ),
     ]
-    rows = []
-    for label, run in candidates:
-        t, out = timed(run)
-        against = ref if label.startswith("batched") else f32
-        d = np.abs(out - against)
-        mae_paper = 32767.0 * float(d.mean()) / suv_max
-        max_suv = float(d[body].max()) if body.any() else float(d.max())
-        within = mae_paper <= TOLERANCE_MAE_PAPER and max_suv <= TOLERANCE_MAX_SUV
-        extra = {"max_abs_suv_body": max_suv, "mae_paper_units": mae_paper, "within_tolerance": float(within)}
-        seconds = t32 if label.startswith("batched") else t
-        compared = "reference loop (float32)" if label.startswith("batched") else "ours, float32"
-        rows.append(Row("tolerance", name, label, n, "slice", seconds / n, t32 / n, compared, extra))
     return rows, weights
 
 
-def training_rows(name: str, steps: int, batch: int, windows: int) -> list[Row]:
-    """Slices/s of the project's stage-1 and stage-2 steps vs the reference steps."""
+def training_rows(bench: Bench, name: str, batch: int, windows: int) -> list[Row]:
+    """Seconds per slice of the project's stage-1 and stage-2 steps vs the batch-1 reference steps."""
     config = preset(name)
     size, s = config.image_size, config.refiner.window
-    rng = torch.Generator().manual_seed(0)
-
-    def data(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=rng) * 2 - 1
-
     torch.manual_seed(0)
     train = TrainConfig(batch_size=batch, refiner_batch_size=windows, refiner_target="misaligned", amp=True, device="cpu")
-    gan = GanTask(config, train, CPU)
-    reference = ReferenceGanStep(config)
-    ct, pet = data(batch, 1, size, size), data(batch, 1, size, size)
-    gan.train_step({"ct": ct, "pet": pet})  # warm-up
-    reference(ct[:1], pet[:1])
-    t_ours, _ = timed(lambda: [gan.train_step({"ct": ct, "pet": pet}) for _ in range(steps)])
-    t_ref, _ = timed(lambda: [reference(ct[i : i + 1], pet[i : i + 1]) for _ in range(steps) for i in range(batch)])
+    gan, reference = GanTask(config, train, CPU), ReferenceGanStep(config)
+    ct, pet = random_slices(batch, 1, size, size), random_slices(batch, 1, size, size, seed=1)
+    runs = {
+        "ours": lambda: gan.train_step({"ct": ct, "pet": pet}),
+        "reference": lambda: [reference(ct[i : i + 1], pet[i : i + 1]) for i in range(batch)],
+    }
+    for run in runs.values():
+        run()
+    t = bench.measure(runs)
     rows = [
         Row(
             "training",
             name,
+            "stage1",
             f"stage 1 G+R+D step (ours batch {batch}, reference batch 1)",
-            steps * batch,
+            batch,
             "slice",
-            t_ours / (steps * batch),
-            t_ref / (steps * batch),
+            t["ours"],
+            t["reference"],
         )
     ]
 
-    model = bench_model(name)
-    refiner_task = RefinerTask(config, train, CPU, model.generator, None)
+    refiner_task = RefinerTask(config, train, CPU, bench_model(name).generator, None)
     ref_step = ReferenceRefinerStep(bench_model(name))
-    wct, wpet = data(windows, s, size, size), data(windows, s, size, size)
-    refiner_task.train_step({"ct": wct, "pet": wpet})
-    ref_step(wct[0], wpet[0])
-    t_ours, _ = timed(lambda: [refiner_task.train_step({"ct": wct, "pet": wpet}) for _ in range(steps)])
-    t_ref, _ = timed(lambda: [ref_step(wct[i], wpet[i]) for _ in range(steps) for i in range(windows)])
-    n = steps * windows * s
-    rows.append(
-        Row(
-            "training",
-            name,
-            f"stage 2 refiner step, s={s} (ours {windows} windows/step, reference 1)",
-            n,
-            "slice",
-            t_ours / n,
-            t_ref / n,
-        )
-    )
+    wct, wpet = random_slices(windows, s, size, size), random_slices(windows, s, size, size, seed=1)
+    runs = {
+        "ours": lambda: refiner_task.train_step({"ct": wct, "pet": wpet}),
+        "reference": lambda: [ref_step(wct[i], wpet[i]) for i in range(windows)],
+    }
+    for run in runs.values():
+        run()
+    t = bench.measure(runs)
+    label = f"stage 2 refiner step, s={s} (ours {windows} windows/step, reference 1)"
+    rows.append(Row("training", name, "stage2", label, windows * s, "slice", t["ours"], t["reference"]))
     return rows
 
 
-def linearity(name: str, counts: list[int], ct_size: int) -> dict[str, Any]:
-    """Translation time for each slice count, a least-squares line t = a + b·n and its R²."""
+def linearity(bench: Bench, name: str, counts: list[int], ct_size: int) -> dict[str, Any]:
+    """Median translation seconds for each slice count (interleaved), a least-squares line t = a + b·n and its R²."""
     model = bench_model(name)
     options = TranslationOptions(refine="overlap", device="cpu")
-    translate_volume(_synthetic_ct(2, ct_size), model, options)
-    seconds = []
-    for n in counts:
-        ct = _synthetic_ct(n, ct_size)
-        seconds.append(timed(lambda ct=ct: translate_volume(ct, model, options))[0])
-        log(f"  linearity {name} {n} slices: {seconds[-1]:.2f} s")
+    cts = {str(n): _synthetic_ct(n, ct_size) for n in counts}
+    runs = {key: (lambda ct=ct: translate_volume(ct, model, options)) for key, ct in cts.items()}
+    runs[str(counts[0])]()  # warm-up
+    t = bench.measure(runs)
+    seconds = [t[str(n)].median_s for n in counts]
     x, y = np.asarray(counts, float), np.asarray(seconds)
     slope, intercept = np.polyfit(x, y, 1)
     fit = slope * x + intercept
     r2 = 1.0 - float(((y - fit) ** 2).sum()) / float(((y - y.mean()) ** 2).sum())
-    exponent = float(np.polyfit(np.log(x), np.log(y), 1)[0])
     return {
         "preset": name,
         "ct_size": ct_size,
@@ -425,7 +450,7 @@ def linearity(name: str, counts: list[int], ct_size: int) -> dict[str, Any]:
         "slope_s_per_slice": float(slope),
         "intercept_s": float(intercept),
         "r2": r2,
-        "log_log_exponent": exponent,
+        "log_log_exponent": float(np.polyfit(np.log(x), np.log(y), 1)[0]),
     }
 
 
@@ -438,10 +463,8 @@ def peak_memory(slices: int, size: int) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# --------------------------------------------------------------------------- report
-
-
 def machine() -> dict[str, Any]:
+    """CPU model, thread count, torch build and load at the start of the run."""
     cpu = platform.processor() or "unknown CPU"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -461,171 +484,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if value >= 100:
-        return f"{value:.0f}"
-    return f"{value:.{digits}g}"
-
-
-def _row_table(rows: list[Row], reference_header: str) -> list[str]:
-    lines = [
-        f"| preset | what | n | ours s/{rows[0].unit} | {reference_header} s/{rows[0].unit} | speed-up | notes |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        notes = ", ".join(f"{k} {_fmt(v)}" for k, v in r.extra.items())
-        if r.note:
-            notes = f"{r.note}; {notes}" if notes else r.note
-        lines.append(
-            f"| {r.preset} | {r.what} | {r.count} | {_fmt(r.ours_s)} | {_fmt(r.reference_s)} | {_fmt(r.ratio, 2)}× | {notes} |"
-        )
-    return lines
-
-
-def write_markdown(path: Path, result: dict[str, Any], rows: list[Row]) -> None:
-    m = result["machine"]
-    by = {section: [r for r in rows if r.section == section] for section in ("G", "volume", "tolerance", "training")}
-    lines = [
-        "# Speed and memory benchmark",
-        "",
-        "Written by `benchmarks/speed.py`. Ours = the project's code path; reference = the",
-        "same networks driven the way RegGAN's test and training code drive them (one slice at a",
-        "time, float32, autograd on at inference, refiner one window at a time, batch-1 training",
-        "steps). Speed-up = reference time / our time. Times are single runs (wall clock).",
-        "",
-        f"- Command: `{result['command']}`",
-        f"- Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} "
-        f"(threads: {m['torch_threads']}, CPU capability {m['cpu_capability']}, native bfloat16: {m['native_bfloat16']}), "
-        f"Python {m['python']}; no GPU.",
-        f"- Load: 1-minute load average {m['load_average_1min_at_start']} at the start — other jobs shared the CPU,"
-        " so absolute times are pessimistic; ratios come from back-to-back runs.",
-        f"- Total benchmark wall time: {result['total_seconds']:.0f} s.",
-        "",
-        "## G alone (per slice)",
-        "",
-        *_row_table(by["G"], "reference"),
-        "",
-        "Variants are timed against our float32 G (speed-up column); `max_abs_net` is the largest",
-        "difference from float32 on the network scale [-1, 1] (1.0 = 10 SUV).",
-        "",
-        "## Per-volume translation (G + overlap refiner)",
-        "",
-        *_row_table(by["volume"], "reference"),
-        "",
-        f"The `paper` preset uses only {result['args']['paper_slices']} slices (and 2 for G alone):"
-        " on this CPU one 256×256 slice of its G costs about 97 GFLOP (seconds per slice).",
-        "",
-        "## Tolerance against float32",
-        "",
-        f"Weights: {result['tolerance_weights']}. Phantom volume, scored over the whole volume (MAE, paper units =",
-        "1/32767 of the PET range, as in the paper's Table 1) and inside the body (max |ΔSUV|).",
-        f"Stated tolerance for an optimisation to be on by default: paper-scale MAE ≤ {TOLERANCE_MAE_PAPER}"
-        f" and max |ΔSUV| ≤ {TOLERANCE_MAX_SUV} (the paper's smallest reported gap, overlap vs non-overlap, is 3.66).",
-        "",
-        "| preset | candidate | compared with | slices | max \\|ΔSUV\\| in body | paper-scale MAE | within tolerance |",
-        "|---|---|---|---|---|---|---|",
-        *(
-            f"| {r.preset} | {r.what} | {r.note} | {r.count} | {r.extra['max_abs_suv_body']:.3g} |"
-            f" {r.extra['mae_paper_units']:.3g} | {'yes' if r.extra['within_tolerance'] else 'no'} |"
-            for r in by["tolerance"]
-        ),
-        "",
-        "## Training throughput (slices per second)",
-        "",
-        "| preset | step | slices | ours slices/s | reference slices/s | speed-up |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in by["training"]:
-        ref = 1.0 / r.reference_s if r.reference_s else None
-        lines.append(f"| {r.preset} | {r.what} | {r.count} | {_fmt(1.0 / r.ours_s)} | {_fmt(ref)} | {_fmt(r.ratio, 2)}× |")
-    lines += [
-        "",
-        "Stage 2 uses `refiner_target=misaligned` in both (the `registered` target adds one R pass",
-        "per slice). The `paper` preset is not trained on CPU here (several seconds per slice).",
-        "",
-        "## Time against slice count",
-        "",
-    ]
-    for lin in result["linearity"]:
-        lines += [
-            f"`{lin['preset']}` preset, CT {lin['ct_size']}×{lin['ct_size']}×n, overlap refinement:",
-            "",
-            "| slices | seconds | s/slice |",
-            "|---|---|---|",
-            *(f"| {n} | {t:.2f} | {t / n:.3f} |" for n, t in zip(lin["slices"], lin["seconds"])),
-            "",
-            f"Least-squares line: t = {lin['intercept_s']:.2f} s + {lin['slope_s_per_slice']:.3f} s × n,"
-            f" R² = {lin['r2']:.4f}; log-log slope {lin['log_log_exponent']:.2f} (1.00 = linear).",
-            "",
-        ]
-    mem = result.get("memory")
-    lines += ["## Peak memory, 512×512×600 CT", ""]
-    if mem:
-        lines += [
-            "`benchmarks/memory_translate.py` (fresh process, `small` preset, overlap, batch 8):",
-            "",
-            f"- peak RSS {mem['peak_rss_mib']} MiB; {mem['peak_minus_imports_mib']} MiB above imports + model;"
-            f" {mem['peak_minus_ct_mib']} MiB above the loaded CT (CT {mem['ct_mib']} MiB int16,"
-            f" PET {mem['pet_float32_mib']} MiB float32);",
-            f"- translation time {mem['seconds']} s (threads: {mem['torch_threads']}).",
-            "",
-        ]
-    else:
-        lines += ["Not measured in this run (add `--memory`).", ""]
-    lines += ["## Decisions", "", *result["decisions"], ""]
-    path.write_text("\n".join(lines))
-
-
-def decisions(rows: list[Row]) -> list[str]:
-    """What the measurements say about each optimisation, in one line each."""
-    g = {(r.preset, r.what): r for r in rows if r.section == "G"}
-    tol = {(r.preset, r.what): r for r in rows if r.section == "tolerance"}
-    vol = [r for r in rows if r.section == "volume" and r.what.startswith("refiner")]
-    gains = ", ".join(f"{r.preset} {_fmt(r.ratio, 2)}× (max |Δ| {r.extra['max_abs_net']:.1e})" for r in vol)
-    out = [
-        f"- **Batched refiner windows — adopted**: faster than one window per pass with identical output: {gains}."
-        " With one window per pass PyTorch sends the `small` refiner's 3×3×3 convolutions to its slow"
-        " non-oneDNN path (`slow_conv3d_forward` in the profile)."
-    ]
-    for (name, what), r in g.items():
-        if what.startswith("G,"):
-            out.append(
-                f"- **Batched G + inference mode — kept** ({name}): {_fmt(r.ratio, 2)}× the per-slice, autograd-on"
-                " reference for G alone (no measurable gain on one thread; the existing memory-bounded batching is unchanged)."
-            )
-        elif "channels_last (float32)" in what:
-            out.append(f"- **channels_last — not adopted** ({name}): float32 {_fmt(r.ratio, 2)}× (no consistent gain).")
-        elif "bfloat16 + channels_last" in what:
-            t = tol.get((name, "bfloat16 autocast (G + F)"))
-            err = (
-                f"; on the phantom max |ΔSUV| {t.extra['max_abs_suv_body']:.2f}, paper-scale MAE {t.extra['mae_paper_units']:.1f}"
-                if t
-                else ""
-            )
-            out.append(
-                f"- **bfloat16 autocast — opt-in only** ({name}): G {_fmt(g[(name, 'G + bfloat16 autocast')].ratio, 2)}×"
-                f" ({_fmt(r.ratio, 2)}× with channels_last, so layout stays as it is){err}:"
-                f" outside the tolerance, so `precision='float32'` stays the default (`--precision bfloat16` for previews)."
-            )
-        elif "compile" in what:
-            c = r.extra["compile_and_first_call_s"]
-            saved = r.reference_s - r.ours_s if r.reference_s else 0.0
-            breakeven = f"{c / saved:.0f}" if saved > 0 else "never"
-            out.append(
-                f"- **torch.compile — not adopted** ({name}): {_fmt(r.ratio, 2)}× after compiling, but compiling takes"
-                f" {c:.0f} s (break-even after ~{breakeven} slices, per process), needs a C++ compiler (absent in most"
-                " Slicer installs) and recompiles for each new batch shape."
-            )
-    out.append(
-        "- **Threads**: translation uses torch's default (one thread per core); this run used"
-        f" {torch.get_num_threads()} (set with `--threads` when other jobs share the CPU, where OpenMP threads"
-        " competing for cores slow every side down)."
-    )
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small-slices", type=int, default=64, help="slices of the per-volume run, small preset")
@@ -634,57 +492,54 @@ def main() -> int:
     parser.add_argument("--presets", default="small,paper", help="presets of the G and per-volume runs")
     parser.add_argument("--tolerance-slices", type=int, default=32, help="phantom slices of the tolerance check")
     parser.add_argument("--linearity", default="16,32,64,128", help="slice counts of the linearity run (small)")
-    parser.add_argument("--train-steps", type=int, default=2, help="timed steps per training measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per comparison")
+    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds of blocked_autorange per callable and round")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory on a 512×512×600 CT")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile on G (cold cache)")
-    parser.add_argument("--out-md", type=Path, default=ROOT / "docs" / "benchmark-speed.md")
     parser.add_argument("--out-json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     args = parser.parse_args()
 
-    start = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
+    bench = Bench(args.rounds, args.min_run_time)
     info = machine()
     rows: list[Row] = []
     presets = [p for p in ("small", "paper") if p in args.presets.split(",")]
     for name in presets:
         log(f"G alone: {name}")
         g_slices = args.g_slices if name == "small" else max(2, args.g_slices // 8)
-        rows += generator_rows(name, g_slices, 8, args.compile and name == "small")
+        rows += generator_rows(bench, name, g_slices, 8, args.compile and name == "small")
     for name in presets:
         n = args.small_slices if name == "small" else args.paper_slices
         log(f"per volume: {name}, {n} slices")
-        rows += volume_rows(name, n, 2 * preset(name).image_size)
+        rows += volume_rows(bench, name, n, 2 * preset(name).image_size)
     log("tolerance")
-    tolerance, weights = tolerance_rows("small", args.tolerance_slices)
+    tolerance, weights = tolerance_rows(bench, "small", args.tolerance_slices)
     rows += tolerance
     log("training")
-    rows += training_rows("small", args.train_steps, batch=4, windows=2)
+    rows += training_rows(bench, "small", batch=4, windows=2)
     log("linearity")
-    lin = [linearity("small", [int(c) for c in args.linearity.split(",")], 256)]
+    lin = [linearity(bench, "small", [int(c) for c in args.linearity.split(",")], 256)]
     memory = None
     if args.memory:
         log("peak memory (512×512×600)")
         memory = peak_memory(600, 512)
-    command = " ".join([".venv/bin/python", "benchmarks/speed.py", *sys.argv[1:]])
     result: dict[str, Any] = {
-        "command": command,
+        "command": " ".join([".venv/bin/python", "benchmarks/speed.py", *sys.argv[1:]]),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": info,
-        "rows": [{**r.__dict__, "ratio": r.ratio} for r in rows],
+        "timing": {"method": "torch.utils.benchmark.Timer.blocked_autorange, interleaved rounds, median", **asdict(bench)},
+        "rows": [r.as_json() for r in rows],
         "tolerance_weights": weights,
         "tolerance": {"mae_paper_units": TOLERANCE_MAE_PAPER, "max_abs_suv": TOLERANCE_MAX_SUV},
         "linearity": lin,
         "memory": memory,
-        "decisions": decisions(rows),
-        "total_seconds": time.perf_counter() - start,
+        "total_seconds": time.perf_counter() - _START,
     }
     args.out_json.parent.mkdir(parents=True, exist_ok=True)
     args.out_json.write_text(json.dumps(result, indent=2) + "\n")
-    args.out_md.parent.mkdir(parents=True, exist_ok=True)
-    write_markdown(args.out_md, result, rows)
-    print(args.out_md.read_text())
+    log(f"wrote {args.out_json}")
     return 0
 
 

@@ -3,11 +3,12 @@
 An optimisation is on by default only if it is faster *and* keeps the synthetic PET
 within :data:`TOLERANCE_MAE_PAPER` paper MAE units (1/32767 of the PET range; the paper's
 smallest reported gap, overlap vs non-overlap refinement, is 3.66) and
-:data:`TOLERANCE_MAX_SUV` SUV per voxel of float32 (``benchmarks/speed.py`` checks this,
-docs/benchmark-speed.md has the numbers). Batched refiner windows meet it (identical to
-1e-6). bfloat16 does not: on a phantom (untrained weights) it moved the output by about
-100 paper MAE units and 0.5 SUV at most (about 5 units from the refiner alone), for a
-1.9-2.3× faster G on an AVX-512 BF16 CPU, so it is only an opt-in for quick previews.
+:data:`TOLERANCE_MAX_SUV` SUV per voxel of float32 (``benchmarks/speed.py`` measures this,
+``benchmarks/speed_report.py`` decides from it; docs/benchmark-speed.md has the numbers).
+Batched refiner windows meet it (identical to 1e-6). bfloat16 does not: on a phantom
+(untrained weights) it moved the output by about 100 paper MAE units and 0.5 SUV at most
+(about 5 units from the refiner alone), for a 1.9-2.3× faster G on an AVX-512 BF16 CPU,
+so it is only an opt-in for quick previews.
 Under ``bfloat16`` convolutions run in bfloat16 through
 :func:`torch.autocast` (weights stay float32, outputs are returned as float32).
 """

@@ -1,0 +1,389 @@
+"""Markdown report of the speed benchmark: ``benchmarks/results/speed.json`` -> ``docs/benchmark-speed.md``.
+
+Every verdict is computed here from the measured numbers with the thresholds below (and the
+accuracy tolerance recorded in the JSON), so a different machine or a different code path gives
+different verdicts. Numbers a result does not hold (an older JSON, a section not run) are
+reported as "not measured". Torch-free: it only reads the JSON::
+
+    .venv/bin/python benchmarks/speed_report.py [--json benchmarks/results/speed.json] [--out docs/benchmark-speed.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SPEED_MARGIN = 0.05  # speed-ups within 1 ± this are "no measurable difference"
+SAME_OUTPUT_NET = 1e-4  # max |Δ| on the network scale [-1, 1] below which two paths give the same output
+BREAK_EVEN_SLICES = 300  # a whole-body CT: compilation must pay for itself within one volume
+LINEAR_R2 = 0.99  # R² of the line t = a + b·n above which time is called linear in the slice count
+NOT_MEASURED = "not measured"
+
+# Results written before rows carried a ``variant``: (section, text in the label, variant).
+_LEGACY_VARIANTS = (
+    ("G", "G, ", "ours"),
+    ("G", "channels_last (float32)", "channels_last"),
+    ("G", "bfloat16 + channels_last", "bfloat16_channels_last"),
+    ("G", "bfloat16 autocast", "bfloat16"),
+    ("G", "torch.compile", "compile"),
+    ("volume", "CT ", "translate"),
+    ("volume", "refiner only", "refiner"),
+    ("tolerance", "batched", "batched"),
+    ("tolerance", "bfloat16", "bfloat16"),
+    ("training", "stage 1", "stage1"),
+    ("training", "stage 2", "stage2"),
+)
+
+
+def variant(row: dict[str, Any]) -> str:
+    """The row's variant key (``ours``, ``bfloat16``, ``refiner``, ...)."""
+    if "variant" in row:
+        return row["variant"]
+    return next((v for section, text, v in _LEGACY_VARIANTS if row["section"] == section and text in row["what"]), row["what"])
+
+
+def rows_of(result: dict[str, Any], section: str) -> list[dict[str, Any]]:
+    """The rows of one section (``G``, ``volume``, ``tolerance``, ``training``), in measurement order."""
+    return [r for r in result.get("rows", []) if r["section"] == section]
+
+
+def find(result: dict[str, Any], section: str, name: str, preset: str) -> dict[str, Any] | None:
+    """The row of ``section`` with variant ``name`` for ``preset``, if it was measured."""
+    return next((r for r in rows_of(result, section) if variant(r) == name and r["preset"] == preset), None)
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits (integers from 100 on); "not measured" for None."""
+    if value is None:
+        return NOT_MEASURED
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.{digits}g}"
+
+
+def pace(ratio: float | None) -> str:
+    """``faster``, ``slower`` or ``no measurable difference`` for a speed-up (reference time / ours)."""
+    if ratio is None:
+        return NOT_MEASURED
+    if ratio > 1 + SPEED_MARGIN:
+        return "faster"
+    if ratio < 1 - SPEED_MARGIN:
+        return "slower"
+    return "no measurable difference"
+
+
+def within_tolerance(extra: dict[str, float], tolerance: dict[str, float]) -> bool:
+    """Whether the max |ΔSUV| in the body and the paper-scale MAE (the mean) are both within ``tolerance``."""
+    return extra["max_abs_suv_body"] <= tolerance["max_abs_suv"] and extra["mae_paper_units"] <= tolerance["mae_paper_units"]
+
+
+def same_output(row: dict[str, Any]) -> bool:
+    """Whether the row's max |Δ| on the network scale is at float-rounding level (:data:`SAME_OUTPUT_NET`)."""
+    return row["extra"]["max_abs_net"] <= SAME_OUTPUT_NET
+
+
+def adoption(row: dict[str, Any], candidate: bool) -> str:
+    """The verdict on a code path timed against another: ``adopted`` if faster with the same output.
+
+    ``candidate``: an optional optimisation (else a path the code already takes, whose verdict says
+    how it compares).
+    """
+    speed = pace(row["ratio"])
+    if not same_output(row):
+        verdict = f"output differs by up to {row['extra']['max_abs_net']:.1e}"
+    elif speed == "faster":
+        return "adopted"
+    else:
+        verdict = "slower than what it replaces" if speed == "slower" else "no measurable gain"
+    return f"not adopted ({verdict})" if candidate else verdict
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+# Code paths timed against what they replace: (section, variant, title, compared with, optional candidate).
+_SAME_OUTPUT_PATHS = (
+    ("volume", "refiner", "Batched refiner windows", "one window per pass", False),
+    ("G", "ours", "Batched G + inference mode", "the slice-by-slice reference loop for G alone", False),
+    ("G", "channels_last", "channels_last", "float32 G in the default layout", True),
+)
+
+
+def _batched_verdicts(result: dict[str, Any], presets: list[str]) -> Iterable[str]:
+    for name in presets:
+        for section, key, title, against, candidate in _SAME_OUTPUT_PATHS:
+            if (r := find(result, section, key, name)) is not None:
+                yield (
+                    f"- **{title} — {adoption(r, candidate)}** ({name}): {fmt(r['ratio'], 2)}× {against}"
+                    f" ({pace(r['ratio'])}), max |Δ| {r['extra']['max_abs_net']:.1e} on [-1, 1]."
+                )
+
+
+def _bfloat16_verdicts(result: dict[str, Any], presets: list[str]) -> Iterable[str]:
+    tolerance = result["tolerance"]
+    for name in presets:
+        g = find(result, "G", "bfloat16", name)
+        tol = find(result, "tolerance", "bfloat16", name)
+        if g is None and tol is None:
+            continue
+        ratio = (g or tol)["ratio"]  # type: ignore[index]
+        faster = pace(ratio) == "faster"
+        accurate = tol is not None and within_tolerance(tol["extra"], tolerance)
+        reasons = [] if faster else [f"G is not faster ({fmt(ratio, 2)}×)"]
+        if tol is None:
+            accuracy = "no phantom check against float32 for this preset"
+            reasons.append("accuracy not measured")
+        else:
+            e = tol["extra"]
+            accuracy = f"on the phantom max |ΔSUV| {e['max_abs_suv_body']:.2g}, paper-scale MAE {e['mae_paper_units']:.2g}"
+            if not accurate:
+                reasons.append("outside the tolerance")
+        if faster and accurate:
+            verdict = "adopt as the default"
+            tail = "faster and within the tolerance"
+        else:
+            verdict = "kept opt-in"
+            tail = "; ".join(reasons) + ", so `precision='float32'` stays the default (`--precision bfloat16` for previews)"
+        both = find(result, "G", "bfloat16_channels_last", name)
+        layout = f" ({fmt(both['ratio'], 2)}× with channels_last)" if both is not None else ""
+        yield f"- **bfloat16 autocast — {verdict}** ({name}): G {fmt(ratio, 2)}×{layout}; {accuracy}: {tail}."
+
+
+def _compile_verdicts(result: dict[str, Any], presets: list[str]) -> Iterable[str]:
+    for name in presets:
+        if (r := find(result, "G", "compile", name)) is None:
+            continue
+        compile_s = r["extra"]["compile_and_first_call_s"]
+        saved = r["reference_s"] - r["ours_s"]
+        break_even = compile_s / saved if saved > 0 else None
+        if not same_output(r) or pace(r["ratio"]) != "faster":
+            verdict = adoption(r, candidate=True)
+        elif break_even is None or break_even > BREAK_EVEN_SLICES:
+            verdict = f"not adopted (pays back after more than {BREAK_EVEN_SLICES} slices)"
+        else:
+            verdict = "adopted where a C++ compiler is available"
+        yield (
+            f"- **torch.compile — {verdict}** ({name}): {fmt(r['ratio'], 2)}× eager after compiling; compiling takes"
+            f" {compile_s:.0f} s, break-even after {fmt(break_even) if break_even else 'no'} slices per process."
+        )
+
+
+def _throughput_verdicts(result: dict[str, Any]) -> Iterable[str]:
+    tolerance = result["tolerance"]
+    for r in rows_of(result, "volume"):
+        if variant(r) == "translate":
+            agree = r["extra"]["max_abs_suv_vs_reference"] <= tolerance["max_abs_suv"]
+            yield (
+                f"- **Volume translation** ({r['preset']}): {fmt(r['ratio'], 2)}× the reference loops ({pace(r['ratio'])});"
+                f" outputs {'agree' if agree else 'differ'} (max |ΔSUV| {r['extra']['max_abs_suv_vs_reference']:.1e},"
+                f" tolerance {tolerance['max_abs_suv']})."
+            )
+    for r in rows_of(result, "training"):
+        yield f"- **Training, {r['what']}** ({r['preset']}): {fmt(r['ratio'], 2)}× the reference steps ({pace(r['ratio'])})."
+    for lin in result.get("linearity", []):
+        shape = "linear" if lin["r2"] >= LINEAR_R2 else "not linear"
+        yield (
+            f"- **Time against slice count** ({lin['preset']}): {shape} (R² {lin['r2']:.4f}, threshold {LINEAR_R2};"
+            f" log-log slope {lin['log_log_exponent']:.2f})."
+        )
+
+
+def verdicts(result: dict[str, Any]) -> list[str]:
+    """One Markdown bullet per optimisation or comparison, each verdict computed from the numbers."""
+    presets = list(dict.fromkeys(r["preset"] for r in result.get("rows", [])))
+    threads = result["machine"]["torch_threads"]
+    return [
+        *_batched_verdicts(result, presets),
+        *_bfloat16_verdicts(result, presets),
+        *_compile_verdicts(result, presets),
+        *_throughput_verdicts(result),
+        f"- **Threads**: this run used {threads} torch thread{'s' if threads != 1 else ''}; translation uses torch's default"
+        " (one per core), `--threads` lowers it when other jobs share the CPU.",
+    ]
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _time(row: dict[str, Any], key: str) -> str:
+    """Median seconds per unit with its interquartile range when recorded."""
+    value, iqr = row.get(key), row.get(f"{key.removesuffix('_s')}_iqr_s")
+    if value is None:
+        return "—"
+    return f"{fmt(value)} ± {fmt(iqr, 2)}" if iqr is not None else fmt(value)
+
+
+def _row_table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return [f"{NOT_MEASURED.capitalize()}."]
+    unit = rows[0]["unit"]
+    lines = [
+        f"| preset | what | n | ours s/{unit} | compared with s/{unit} | speed-up | timed blocks | notes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        notes = ", ".join(f"{k} {fmt(v)}" for k, v in r["extra"].items())
+        notes = f"{r['note']}; {notes}" if r["note"] and notes else r["note"] or notes
+        lines.append(
+            f"| {r['preset']} | {r['what']} | {r['count']} | {_time(r, 'ours_s')} | {_time(r, 'reference_s')} |"
+            f" {fmt(r['ratio'], 2)}× | {r.get('samples', 1)} | {notes} |"
+        )
+    return lines
+
+
+def _tolerance_table(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "| preset | candidate | compared with | slices | max \\|ΔSUV\\| body | mean \\|ΔSUV\\| body | p99.9 \\|ΔSUV\\| body"
+        " | paper-scale MAE | speed-up | within tolerance |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows_of(result, "tolerance"):
+        e = r["extra"]
+        ok = "yes" if within_tolerance(e, result["tolerance"]) else "no"
+        lines.append(
+            f"| {r['preset']} | {r['what']} | {r['note']} | {r['count']} | {fmt(e['max_abs_suv_body'])} |"
+            f" {fmt(e.get('mean_abs_suv_body'))} | {fmt(e.get('p999_abs_suv_body'))} | {fmt(e['mae_paper_units'])} |"
+            f" {fmt(r['ratio'], 2)}× | {ok} |"
+        )
+    return lines
+
+
+def _training_table(result: dict[str, Any]) -> list[str]:
+    lines = ["| preset | step | slices | ours slices/s | reference slices/s | speed-up |", "|---|---|---|---|---|---|"]
+    for r in rows_of(result, "training"):
+        ref = 1.0 / r["reference_s"] if r["reference_s"] else None
+        lines.append(
+            f"| {r['preset']} | {r['what']} | {r['count']} | {fmt(1.0 / r['ours_s'])} | {fmt(ref)} | {fmt(r['ratio'], 2)}× |"
+        )
+    return lines
+
+
+def _linearity(result: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for lin in result.get("linearity", []):
+        lines += [
+            f"`{lin['preset']}` preset, CT {lin['ct_size']}×{lin['ct_size']}×n, overlap refinement:",
+            "",
+            "| slices | seconds | s/slice |",
+            "|---|---|---|",
+            *(f"| {n} | {t:.2f} | {t / n:.3f} |" for n, t in zip(lin["slices"], lin["seconds"])),
+            "",
+            f"Least-squares line: t = {lin['intercept_s']:.2f} s + {lin['slope_s_per_slice']:.3f} s × n,"
+            f" R² = {lin['r2']:.4f}; log-log slope {lin['log_log_exponent']:.2f} (1.00 = linear).",
+            "",
+        ]
+    return lines or [f"{NOT_MEASURED.capitalize()}.", ""]
+
+
+def _memory(result: dict[str, Any]) -> list[str]:
+    mem = result.get("memory")
+    if not mem:
+        return [f"{NOT_MEASURED.capitalize()} in this run (`benchmarks/speed.py --memory`).", ""]
+    return [
+        "`benchmarks/memory_translate.py` (fresh process, `small` preset, overlap, batch 8):",
+        "",
+        f"- peak RSS {mem['peak_rss_mib']} MiB; {mem['peak_minus_imports_mib']} MiB above imports + model;"
+        f" {mem['peak_minus_ct_mib']} MiB above the loaded CT (CT {mem['ct_mib']} MiB int16,"
+        f" PET {mem['pet_float32_mib']} MiB float32);",
+        f"- translation time {mem['seconds']} s (threads: {mem['torch_threads']}).",
+        "",
+    ]
+
+
+def _timing_method(result: dict[str, Any]) -> str:
+    timing = result.get("timing")
+    if timing is None:
+        return (
+            "Times are single wall-clock runs: this result was written before the benchmark timed with"
+            " `torch.utils.benchmark.Timer` (spreads not measured), while its reference G still ran with autograd on,"
+            " and before the tolerance check timed the reference loop (its batched row reads 1× for that reason)."
+        )
+    return (
+        f"Times are medians (± interquartile range) over the timed blocks of `Timer.blocked_autorange`"
+        f" (at least {timing['min_run_time_s']} s per block set), {timing['rounds']} rounds in which the compared"
+        " code paths take turns, so a change in machine load hits all of them."
+    )
+
+
+def render(result: dict[str, Any]) -> str:
+    """The Markdown report of one benchmark result."""
+    m, tol, args = result["machine"], result["tolerance"], result["args"]
+    lines = [
+        "# Speed and memory benchmark",
+        "",
+        "Measured by `benchmarks/speed.py` (numbers in `benchmarks/results/speed.json`), written by",
+        "`benchmarks/speed_report.py`. Ours = the project's code path; reference = the same networks driven the",
+        "way RegGAN's test and training code drive them (`benchmarks/speed_reference.py`: one slice at a time,",
+        "float32, refiner one window at a time, batch-1 training steps). Speed-up = reference time / our time.",
+        _timing_method(result),
+        "",
+        f"- Command: `{result['command']}`",
+        f"- Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} "
+        f"(threads: {m['torch_threads']}, CPU capability {m['cpu_capability']}, native bfloat16: {m['native_bfloat16']}), "
+        f"Python {m['python']}; no GPU.",
+        f"- Load: 1-minute load average {m['load_average_1min_at_start']} at the start.",
+        f"- Total benchmark wall time: {result['total_seconds']:.0f} s.",
+        f"- Thresholds of the verdicts: a speed-up within 1 ± {SPEED_MARGIN} is no measurable difference; two code paths"
+        f" give the same output when they differ by at most {SAME_OUTPUT_NET:g} on [-1, 1]; an optimisation that changes"
+        f" the output may be the default only if it is faster and keeps the PET within paper-scale MAE ≤"
+        f" {tol['mae_paper_units']} (1/32767 of the PET range, the paper's Table 1 unit) and max |ΔSUV| ≤ {tol['max_abs_suv']}"
+        f" in the body; compilation must pay back within {BREAK_EVEN_SLICES} slices; time is linear in the slice count"
+        f" when R² ≥ {LINEAR_R2}.",
+        "",
+        "## Decisions",
+        "",
+        *verdicts(result),
+        "",
+        "## G alone (per slice)",
+        "",
+        *_row_table(rows_of(result, "G")),
+        "",
+        "The first row of each preset is timed against the reference loop, the variants against our float32 G;",
+        "`max_abs_net` is the largest difference on the network scale [-1, 1] (1.0 = half the PET range).",
+        "",
+        "## Per-volume translation (G + overlap refiner)",
+        "",
+        *_row_table(rows_of(result, "volume")),
+        "",
+        f"The `paper` preset runs {args['paper_slices']} slices here (G alone: {max(2, int(args['g_slices']) // 8)}):"
+        " one 256×256 slice of its G costs about 97 GFLOP.",
+        "",
+        "## Tolerance against float32",
+        "",
+        f"Weights: {result['tolerance_weights']}. Phantom volume; the MAE is over the whole volume, the |ΔSUV| figures"
+        " inside the body.",
+        "",
+        *_tolerance_table(result),
+        "",
+        "## Training throughput (slices per second)",
+        "",
+        *_training_table(result),
+        "",
+        "Stage 2 uses `refiner_target=misaligned` in both (the `registered` target adds one R pass per slice).",
+        "",
+        "## Time against slice count",
+        "",
+        *_linearity(result),
+        "## Peak memory, 512×512×600 CT",
+        "",
+        *_memory(result),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json", help="benchmark result")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark-speed.md", help="Markdown report to write")
+    args = parser.parse_args()
+    args.out.write_text(render(json.loads(args.json.read_text())))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
