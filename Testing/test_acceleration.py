@@ -1,5 +1,6 @@
-"""Inference speed options: batched refiner windows (exact), channels_last (exact, measured
-but not used), bfloat16 autocast (opt-in, close to float32) and the ``--precision`` option."""
+"""Inference speed options: batched refiner windows (exact), bfloat16 autocast (opt-in,
+close to float32) and the ``--precision`` option. (Channels-last is a training option,
+tested with the training in test_distributed.py.)"""
 
 from __future__ import annotations
 
@@ -36,19 +37,6 @@ def test_bfloat16_close_to_float32_and_model_left_as_it_was(ct_image: sitk.Image
     # The shared model keeps float32 weights and float32 results are unchanged.
     assert all(p.dtype == torch.float32 for p in small_model.generator.parameters())
     np.testing.assert_array_equal(_translate(ct_image, small_model), f32)
-
-
-def test_channels_last_generator_matches_contiguous(small_model: LoadedModel) -> None:
-    g = small_model.generator
-    x = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    with torch.inference_mode():
-        expected = g(x)
-        g.to(memory_format=torch.channels_last)
-        try:
-            got = g(x.contiguous(memory_format=torch.channels_last))
-        finally:
-            g.to(memory_format=torch.contiguous_format)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
 def test_batched_windows_equal_one_window_per_pass(small_model: LoadedModel) -> None:
