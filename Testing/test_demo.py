@@ -52,10 +52,10 @@ def test_shipped_model_gives_a_recognisable_pet() -> None:
     """Organ by organ on an unseen phantom: lungs dark, fat below muscle; brain and kidneys
     well above the liver, the bladder brightest, the heart wall above the blood pool; and
     lesions visible: the clearest lung nodule and the liver lesion stand out from what
-    surrounds them.
+    surrounds them, 3x (in this phantom's reference PET: 26x for the clearest lung nodule,
+    3.3x for the liver lesion; a CT shows where a lesion is, not how avid it is).
 
-    (The shipped model reaches 80-90 % of the reference SUV in brain, kidneys and
-    myocardium, about 65 % in the bladder, and 40 % of the lung nodules' SUVmax; see README.)
+    (Per-organ figures and lesion contrast of the shipped model: docs/model-card.md.)
     """
     from RegC2PLib.data.phantom import PhantomConfig, generate_case
     from RegC2PLib.inference import translate_volume
@@ -84,5 +84,5 @@ def test_shipped_model_gives_a_recognisable_pet() -> None:
         shell = ndimage.binary_dilation(inside, iterations=3) & ~ndimage.binary_dilation(inside) & (lesions == 0)
         return float(pet[inside].max() / pet[shell].mean())
 
-    assert max(contrast(lesion.label) for lesion in case.lesion_list if lesion.kind == "lung") > 4.0
-    assert max(contrast(lesion.label) for lesion in case.lesion_list if lesion.kind == "liver") > 4.0
+    assert max(contrast(lesion.label) for lesion in case.lesion_list if lesion.kind == "lung") > 3.0
+    assert max(contrast(lesion.label) for lesion in case.lesion_list if lesion.kind == "liver") > 3.0
