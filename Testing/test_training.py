@@ -364,6 +364,11 @@ def test_init_from_starts_g_and_f_from_a_model_file(dataset: Path, tmp_path: Pat
     record = json.loads((out / "run.json").read_text())
     assert record["init"]["sha256"] == file_sha256(start) == file_sha256(out / "init.safetensors")
     assert record["train"]["lesion_fraction"] == 0.5
+    # A stage-1 fine-tune keeps the starting model's refiner (so the model still refines in 3D) and says so.
+    stage1, initial = _tensors(out / "model.safetensors"), _tensors(out / "init.safetensors")
+    refiner_keys = [key for key in initial if key.startswith("refiner.")]
+    assert refiner_keys and all(torch.equal(stage1[key], initial[key]) for key in refiner_keys)
+    assert "not retrained" in load_model(out / "model.safetensors").info["refiner"]
     start.unlink()
     assert main(["train", "--out", str(out), "--resume", "--stage", "2", "--progress", "none"]) == 0
     capsys.readouterr()

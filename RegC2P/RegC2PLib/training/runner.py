@@ -146,10 +146,14 @@ def _train(
             validator = make_validator(data.val_volumes, model_cfg, device, True, dist)
             part = ProgressRange(progress, *share["stage2"])
             run_stage(task, data.windows, data.window_sampler, train_cfg, checkpoints, log, validator, stop, part)
-        refiner = None
+        refiner, refiner_source = None, ""
         if (checkpoints / "stage2_last.pt").exists():
             refiner = Refiner(model_cfg.refiner)
             refiner.load_state_dict(load_stage_weights(checkpoints, "stage2", train_cfg.keep)["refiner"])
+        elif init is not None and init.refiner is not None:
+            # A stage-1 fine-tune keeps the starting model's F (not retrained for the new G), so the
+            # model still refines in 3D; `--resume --stage 2` trains F for the new G.
+            refiner, refiner_source = init.refiner, "the --init-from model's, not retrained (stage 2 not run)"
     finally:
         if dist.is_main and log.path.exists():
             if can_plot():
@@ -160,6 +164,8 @@ def _train(
         model = LoadedModel(model_cfg, generator.eval(), refiner.eval() if refiner is not None else None)
         data_record = ", ".join(f"{s.name}={s.path}:{s.weight:g}" if len(sources) > 1 else str(s.path) for s in sources)
         info = {"command": options.command, "mode": train_cfg.mode, "data": data_record, "split": data.split_digest}
+        if refiner_source:
+            info["refiner"] = refiner_source
         save_model(out / MODEL_FILE, model, info)
     dist.barrier()  # the model file exists when train() returns on any rank
     return out / MODEL_FILE
