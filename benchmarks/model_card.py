@@ -11,7 +11,7 @@
   the phantom's aligned PET, as a fraction and as a difference.
 * **Drawn phantom** of ``regc2p demo`` (seed 2024): the paper's MAE and the organ means.
 
-    .venv/bin/python benchmarks/model_card.py [--model FILE] [--real ../shared/data/real] \\
+    .venv/bin/python benchmarks/model_card.py [--model FILE] [--real DIR_WITH_sts_AND_headneck] \\
         [--split benchmarks/splits/sts.json] [--anatomy Testing/data/totalseg_upper_abdomen] \\
         [--json benchmarks/results/model-card.json]
 
