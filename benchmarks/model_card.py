@@ -33,7 +33,7 @@ from RegC2PLib.data.anatomy_phantom import AnatomyMaker, AnatomyPhantomConfig
 from RegC2PLib.data.phantom import PhantomConfig, case_seed, generate_case
 from RegC2PLib.data.phantom_anatomy import Tissue
 from RegC2PLib.data.split import read_manifest, select
-from RegC2PLib.data.studies import discover_studies, load_study
+from RegC2PLib.data.studies import MIN_COVERAGE, discover_studies, load_study
 from RegC2PLib.evaluation import evaluate_study, score_study, score_volume, summarize
 from RegC2PLib.inference import TranslationOptions, translate_volume
 from RegC2PLib.model_file import bundled_model_path, file_sha256, load_model
@@ -97,7 +97,7 @@ def headneck(model, real: Path) -> dict[str, dict[str, float]]:
         pred = translate_volume(loaded.ct, model, options)
         hu = np.asarray(array_view(loaded.ct))
         body = body_mask(hu, loaded.ct.GetSpacing()[::-1])
-        covered = loaded.coverage >= 0.5
+        covered = loaded.coverage >= MIN_COVERAGE  # the slices score_study scores
         scores = score_volume(study.name, array_view(pred)[covered], array_view(loaded.pet)[covered], body[covered],
                               model.config.intensity)  # fmt: skip
         brain = intracranial(hu) & covered[:, None, None]

@@ -212,7 +212,7 @@ def open_run(options: RunOptions, processes: int = 1) -> tuple[ModelConfig, Trai
         raise InputError("--data is required for a new run; give a dataset folder")
     if options.model is None or options.train is None:
         raise InputError("a new run needs its model and training configuration")
-    sources = (DataSource(options.data),) if isinstance(options.data, Path) else tuple(options.data)
+    sources = _given_sources(options)
     for source in sources:
         if not source.path.is_dir():
             raise InputError(f"dataset folder {source.path} does not exist")
@@ -227,7 +227,6 @@ def open_run(options: RunOptions, processes: int = 1) -> tuple[ModelConfig, Trai
     init = _check_init(options.train.init_from, options.model)
     _require_memory(options.model, options.train)
     created = not out.exists()
-    sources = tuple(DataSource(s.path.resolve(), s.name, s.weight, s.split) for s in sources)
     record = {
         "model": options.model.to_dict(),
         "train": options.train.to_dict(),
@@ -252,14 +251,19 @@ def open_run(options: RunOptions, processes: int = 1) -> tuple[ModelConfig, Trai
     return options.model, options.train, sources
 
 
+def _given_sources(options: RunOptions) -> tuple[DataSource, ...]:
+    """The dataset folders of a new run's options (one folder or several sources), paths resolved."""
+    sources = (DataSource(options.data),) if isinstance(options.data, Path) else tuple(options.data or ())
+    return tuple(DataSource(s.path.resolve(), s.name, s.weight, s.split) for s in sources)
+
+
 def _records(run_file: Path, options: RunOptions) -> bool:
     """Whether ``run_file`` is the ``run.json`` of a new run with exactly ``options``' data and configs."""
     if not run_file.is_file() or not options.data:
         return False
     saved = json.loads(run_file.read_text())
-    sources = (DataSource(options.data),) if isinstance(options.data, Path) else tuple(options.data)
     return (
-        saved.get("data") == [DataSource(s.path.resolve(), s.name, s.weight).to_json() for s in sources]
+        saved.get("data") == [s.to_json() for s in _given_sources(options)]
         and ModelConfig.from_dict(saved["model"]) == options.model
         and TrainConfig.from_dict(saved["train"]) == options.train
     )
