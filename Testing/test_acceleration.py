@@ -13,11 +13,14 @@ import torch
 
 from RegC2PLib.cli import main
 from RegC2PLib.errors import InputError
-from RegC2PLib.inference import TranslationOptions, WindowPlan, refine_windows, translate_volume
-from RegC2PLib.inference.acceleration import PRECISIONS, compute_precision, resolve_precision
+from RegC2PLib.inference import TranslationOptions, WindowPlan, acceleration, refine_windows, translate_volume
+from RegC2PLib.inference.acceleration import PRECISIONS, compute_precision, native_bfloat16, resolve_precision
 from RegC2PLib.model_file import LoadedModel
 
 CPU = torch.device("cpu")
+needs_native_bf16 = pytest.mark.skipif(
+    not native_bfloat16(CPU), reason="this CPU has no native bfloat16 (AVX512-BF16/AMX), where bfloat16 is refused"
+)
 # Loose bounds for bfloat16 on the tiny test CT with untrained weights (measured: max 0.25,
 # mean 0.04 SUV); float32 is the default precisely because bfloat16 is not exact.
 BF16_MAX_SUV, BF16_MEAN_SUV = 1.0, 0.15
@@ -27,6 +30,7 @@ def _translate(ct: sitk.Image, model: LoadedModel, **options: object) -> np.ndar
     return sitk.GetArrayFromImage(translate_volume(ct, model, TranslationOptions(device="cpu", **options)))
 
 
+@needs_native_bf16
 def test_bfloat16_close_to_float32_and_model_left_as_it_was(ct_image: sitk.Image, small_model: LoadedModel) -> None:
     f32 = _translate(ct_image, small_model)
     bf16 = _translate(ct_image, small_model, precision="bfloat16")
@@ -62,7 +66,29 @@ def test_precision_validation(small_model: LoadedModel) -> None:
     with pytest.raises(InputError, match="MPS"):
         resolve_precision("bfloat16", torch.device("mps"))
     assert resolve_precision("float32", CPU) == torch.float32
-    assert resolve_precision("bfloat16", CPU) == torch.bfloat16
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_only_on_cpus_with_native_bfloat16(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(acceleration, "native_bfloat16", lambda device: native)
+    if native:
+        assert resolve_precision("bfloat16", CPU) == torch.bfloat16
+    else:
+        with pytest.raises(InputError, match=r"no native bfloat16 .*use --precision float32"):
+            resolve_precision("bfloat16", CPU)
+    assert resolve_precision("float32", CPU) == torch.float32
+
+
+def test_cli_refuses_emulated_bfloat16(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, ct_file: Path, small_model_file: Path
+) -> None:
+    monkeypatch.setattr(acceleration, "native_bfloat16", lambda device: False)
+    out = tmp_path / "pet.nrrd"
+    argv = ["translate", "--ct", str(ct_file), "--model", str(small_model_file), "--out", str(out), "--device", "cpu"]
+    assert main([*argv, "--progress", "none", "--precision", "bfloat16"]) != 0
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "no native bfloat16" in error[0]
+    assert not out.exists()
 
 
 def test_compute_precision_contexts(small_model: LoadedModel) -> None:
@@ -76,6 +102,7 @@ def test_compute_precision_contexts(small_model: LoadedModel) -> None:
     assert not torch.is_autocast_enabled("cpu")
 
 
+@needs_native_bf16
 def test_cli_precision_option(tmp_path: Path, ct_file: Path, small_model_file: Path) -> None:
     outputs = {}
     for precision in PRECISIONS:

@@ -100,6 +100,13 @@ def in_plane_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+def axial_extent(mask: np.ndarray) -> tuple[int, int]:
+    """(z0, z1), end exclusive: the slices from the first to the last holding a True voxel of a
+    (z, y, x) mask; (0, 0) when the mask is empty."""
+    slices = np.flatnonzero(mask.any(axis=(1, 2)))
+    return (int(slices[0]), int(slices[-1]) + 1) if slices.size else (0, 0)
+
+
 def _in_plane_disk(radius_yx: tuple[float, float]) -> np.ndarray:
     """A 3D structuring element that is an ellipse of ``radius_yx`` pixels in one z plane."""
     ry, rx = (max(1.0, r) for r in radius_yx)

@@ -8,7 +8,10 @@ smallest reported gap, overlap vs non-overlap refinement, is 3.66) and
 Batched refiner windows meet it (identical to 1e-6). bfloat16 does not: on a phantom
 (untrained weights) it moved the output by about 100 paper MAE units and 0.5 SUV at most
 (about 5 units from the refiner alone), for a 1.9-2.3× faster G on an AVX-512 BF16 CPU,
-so it is only an opt-in for quick previews.
+so it is only an opt-in for quick previews. On a CPU without native bfloat16 (no
+AVX512-BF16 or AMX, e.g. an AVX2-only processor) PyTorch emulates it through a slow
+non-oneDNN path: the ``small`` G took 2.3 s per slice instead of 0.035 s in float32 (about
+65× slower), so ``bfloat16`` is refused there with a one-line error.
 Under ``bfloat16`` convolutions run in bfloat16 through
 :func:`torch.autocast` (weights stay float32, outputs are returned as float32).
 """
@@ -44,6 +47,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "bfloat16" and device.type == "mps":
         raise InputError("bfloat16 is not supported on Apple MPS here; use --precision float32")
+    if precision == "bfloat16" and device.type == "cpu" and not native_bfloat16(device):
+        raise InputError(
+            "this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX), where bfloat16 runs tens of times "
+            "slower than float32; use --precision float32"
+        )
     return torch.bfloat16 if precision == "bfloat16" else torch.float32
 
 

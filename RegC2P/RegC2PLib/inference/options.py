@@ -14,6 +14,10 @@ from ..config import MAX_WINDOW, ModelConfig
 from ..errors import InputError
 
 MAX_BATCH = 4096  # slices per G pass
+# Refiner windows per pass when the G batch is chosen by timing (docs/benchmark-speed.md: four
+# windows per pass were 1.2-2.2x one at a time; one window sends the small refiner's 3x3x3
+# convolutions to PyTorch's slow non-oneDNN path).
+WINDOWS_PER_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -21,7 +25,8 @@ class TranslationOptions:
     """How to run a translation (the ``translate``, ``evaluate`` and ``demo`` options and the Slicer panel's).
 
     ``batch_size`` is the number of slices per G pass (F runs ``max(1, batch_size // 2)``
-    windows per pass). ``precision`` ``bfloat16`` (autocast) is faster but outside the
+    windows per pass); None: chosen by timing on this machine (:mod:`.batching`).
+    ``precision`` ``bfloat16`` (autocast) is faster but outside the
     project's tolerance of float32 (see :mod:`.acceleration`).
     """
 
@@ -34,7 +39,10 @@ class TranslationOptions:
         default=None, metadata={"help": "window offset k (default: the model's; non-overlap uses k = s)", "type": int}
     )
     device: str = field(default="auto", metadata={"help": "compute device", "choices": DEVICE_CHOICES})
-    batch_size: int = field(default=8, metadata={"help": "slices per generator pass"})
+    batch_size: int | None = field(
+        default=None,
+        metadata={"help": "slices per generator pass (default: the fastest, measured on the first slices)", "type": int},
+    )
     body_mask: bool = field(
         default=True,
         metadata={"help": "set the PET to 0 outside the patient's body found on the CT (couch, blankets, air)"},
@@ -53,7 +61,8 @@ class TranslationOptions:
             values.one_of("refinement", self.refine, REFINE_MODES)
             values.one_of("precision", self.precision, PRECISIONS)
             values.flag("body mask", self.body_mask)
-            values.whole("batch size", self.batch_size, 1, MAX_BATCH)
+            if self.batch_size is not None:
+                values.whole("batch size", self.batch_size, 1, MAX_BATCH)
             for name in ("window", "stride"):
                 if getattr(self, name) is not None:
                     values.whole(name, getattr(self, name), 1, MAX_WINDOW)
@@ -63,7 +72,7 @@ class TranslationOptions:
     @property
     def windows_per_batch(self) -> int:
         """Refiner windows per forward pass."""
-        return max(1, self.batch_size // 2)
+        return WINDOWS_PER_BATCH if self.batch_size is None else max(1, self.batch_size // 2)
 
     def validate(self, config: ModelConfig) -> tuple[int, int]:
         """Check the refinement options against a model of ``config`` (each value alone is
