@@ -95,6 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--docs", type=Path, default=ROOT / "docs", help="where the report and figure go")
+    p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="where the JSON record goes")
     return p.parse_args(argv)
 
 
@@ -321,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     figure(args, results, args.docs / "benchmark-real.png")
     record = {s: {k: v for k, v in r.items() if k != "lookup"} for s, r in results.items()}
     record["args"] = {k: str(v) for k, v in vars(args).items()}
-    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "quality-real.json").write_text(json.dumps(record, indent=1))
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "quality-real.json").write_text(json.dumps(record, indent=1))
     write_real_report(args, results)
     return 0
 
