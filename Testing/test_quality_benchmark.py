@@ -53,7 +53,11 @@ def test_real_benchmark_end_to_end(quality, tiny_phantoms: Path, tmp_path: Path)
         assert all(np.isfinite(rows[m]["suv_mae_body"]) and rows[m]["n_studies"] == len(record[setting]["test"]) for m in methods)
     report = (docs / "benchmark-real.md").read_text()
     assert all(f"| {m} |" in report for m in methods)
-    assert "With misalignment, RegC2P overlap" in report and (docs / "benchmark-real.png").stat().st_size > 0
+    assert (
+        "With misalignment, RegC2P overlap" in report
+        and "## Goals" in report
+        and (docs / "benchmark-real.png").stat().st_size > 0
+    )
 
     # The misaligned setting trains on a moved PET and scores against the PET as acquired.
     moved = tmp_path / "work" / "misaligned-data" / sorted(p.name for p in data.iterdir())[0]

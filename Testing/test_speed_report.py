@@ -106,3 +106,12 @@ def test_report_says_not_measured_for_missing_numbers(speed_report: Any) -> None
     assert _verdict(speed_report.verdicts(result), "bfloat16 autocast") == "kept opt-in"
     assert "accuracy not measured" in text
     assert "Not measured in this run (`benchmarks/speed.py --memory`)." in text
+
+
+def test_cpu_without_native_bfloat16_says_so(speed_report: Any) -> None:
+    result = _result(bf16_s=0.010, bf16_max_suv=0.05, bf16_mae=0.5)
+    result["machine"]["native_bfloat16"] = False
+    result["rows"] = [r for r in result["rows"] if r["variant"] != "bfloat16"]
+    lines = speed_report.verdicts(result)
+    assert _verdict(lines, "bfloat16 autocast") == "not measured"
+    assert "refuses `--precision bfloat16`" in speed_report.render(result)

@@ -125,6 +125,11 @@ def _batched_verdicts(result: dict[str, Any], presets: list[str]) -> Iterable[st
 
 def _bfloat16_verdicts(result: dict[str, Any], presets: list[str]) -> Iterable[str]:
     tolerance = result["tolerance"]
+    if not result["machine"].get("native_bfloat16", True):
+        yield (
+            "- **bfloat16 autocast — not measured**: this CPU has no native bfloat16 (AVX512-BF16 or AMX); PyTorch "
+            "emulates it tens of times slower, so `translate` refuses `--precision bfloat16` here."
+        )
     for name in presets:
         g = find(result, "G", "bfloat16", name)
         tol = find(result, "tolerance", "bfloat16", name)
