@@ -25,7 +25,7 @@ the inter-slice consistency. Results go to ``docs/benchmark-real.md`` (with a fi
 three test patients) and ``benchmarks/results/quality-real.json``. Without ``--data``,
 phantoms are generated and scored against their aligned PET (``docs/benchmark-quality.md``).
 
-    .venv/bin/python benchmarks/quality.py --data ../shared/data/real/sts --split benchmarks/splits/sts.json \\
+    .venv/bin/python benchmarks/quality.py --data data/STS --split benchmarks/splits/sts.json \\
         --out out/bench-sts [--steps 2500] [--refiner-steps 400] [--setting acquired misaligned]
 """
 
