@@ -64,6 +64,7 @@ from RegC2PLib.inference.acceleration import TOLERANCE_MAE_PAPER, TOLERANCE_MAX_
 from RegC2PLib.model_file import LoadedModel, load_model, new_model
 from RegC2PLib.training.config import TrainConfig
 from RegC2PLib.training.tasks import GanTask, RefinerTask
+from RegC2PLib.volume_io import read_image, to_axial
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED_MODEL = ROOT / "out" / "quality" / "run-regc2p" / "model.safetensors"
@@ -281,12 +282,13 @@ def generator_rows(bench: Bench, name: str, n: int, batch: int, compile_: bool) 
     return rows
 
 
-def volume_rows(bench: Bench, name: str, n: int, ct_size: int) -> list[Row]:
-    """Whole translation (G + overlap refiner) and the refiner alone: ours vs the reference loops."""
+def volume_rows(bench: Bench, name: str, ct: sitk.Image, source: str) -> list[Row]:
+    """Whole translation (G + overlap refiner) of ``ct`` (axial LPS, HU) and the refiner alone:
+    ours vs the reference loops; ``source`` names the CT in the row's label."""
     model = bench_model(name)
     assert model.refiner is not None
     refiner = model.refiner
-    ct = _synthetic_ct(n, ct_size)
+    n = ct.GetDepth()
     options = TranslationOptions(refine="overlap", device="cpu")
     window, stride = options.validate(model.config)
     runs = {
@@ -295,7 +297,7 @@ def volume_rows(bench: Bench, name: str, n: int, ct_size: int) -> list[Row]:
     }
     outputs = {key: run() for key, run in runs.items()}
     t = bench.measure(runs)
-    label = f"CT {ct_size}×{ct_size}×{n} → PET, overlap s={window} k={stride}"
+    label = f"{source} CT {ct.GetWidth()}×{ct.GetHeight()}×{n} → PET, overlap s={window} k={stride}"
     suv_diff = float(np.abs(outputs["ours"] - outputs["reference"]).max())
     rows = [
         Row(
@@ -337,6 +339,13 @@ def volume_rows(bench: Bench, name: str, n: int, ct_size: int) -> list[Row]:
         )
     )
     return rows
+
+
+def real_ct(path: Path, n: int) -> sitk.Image:
+    """The ``n`` central axial slices of the CT at ``path`` (HU), resampled to axial LPS order."""
+    ct = to_axial(read_image(path))
+    first = max(0, (ct.GetDepth() - n) // 2)
+    return ct[:, :, first : first + n]
 
 
 def suv_errors(out: np.ndarray, against: np.ndarray, body: np.ndarray, suv_max: float) -> dict[str, float]:
@@ -504,6 +513,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory on a 512×512×600 CT")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile on G (cold cache)")
+    parser.add_argument(
+        "--real-ct", type=Path, help="also translate this real CT (its central slices, as many as the synthetic run's)"
+    )
     parser.add_argument("--out-json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     args = parser.parse_args()
 
@@ -520,7 +532,10 @@ def main() -> int:
     for name in presets:
         n = args.small_slices if name == "small" else args.paper_slices
         log(f"per volume: {name}, {n} slices")
-        rows += volume_rows(bench, name, n, 2 * preset(name).image_size)
+        size = 2 * preset(name).image_size
+        rows += volume_rows(bench, name, _synthetic_ct(n, size), "synthetic")
+        if args.real_ct is not None:
+            rows += volume_rows(bench, name, real_ct(args.real_ct, n), f"real ({args.real_ct.name})")
     log("tolerance")
     tolerance, weights = tolerance_rows(bench, "small", args.tolerance_slices)
     rows += tolerance

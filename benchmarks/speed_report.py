@@ -183,7 +183,8 @@ def _throughput_verdicts(result: dict[str, Any]) -> Iterable[str]:
         if variant(r) == "translate":
             agree = r["extra"]["max_abs_suv_vs_reference"] <= tolerance["max_abs_suv"]
             yield (
-                f"- **Volume translation** ({r['preset']}): {fmt(r['ratio'], 2)}× the reference loops ({pace(r['ratio'])});"
+                f"- **Volume translation** ({r['preset']}, {r['what'].split(' → ')[0]}): {fmt(r['ratio'], 2)}× the reference"
+                f" loops ({pace(r['ratio'])});"
                 f" outputs {'agree' if agree else 'differ'} (max |ΔSUV| {r['extra']['max_abs_suv_vs_reference']:.1e},"
                 f" tolerance {tolerance['max_abs_suv']})."
             )
