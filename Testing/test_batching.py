@@ -64,6 +64,8 @@ def test_short_last_pass_is_not_a_measurement() -> None:
     used = _run(sizer, 5, {1: 1.0, 2: 0.1, 4: 0.1, 8: 0.1})  # 1, 1, 2, then 1 slice left for a planned 2
     assert used == [1, 1, 2, 1]
     assert sizer.seconds_per_slice == {1: 1.0, 2: 0.1}
+    following = BatchSizer(None, CPU, "grid")  # the next volume goes on where this one stopped
+    assert following.measuring and following.next_size() == 2 and following.seconds_per_slice == {1: 1.0, 2: 0.1}
 
 
 def test_fixed_size_and_gpu() -> None:

@@ -6,14 +6,16 @@ slices of 256-channel activations no longer fit the caches), while a GPU wants l
 batches. So on a CPU, unless ``batch_size`` is given, :class:`BatchSizer` hands out each
 of :data:`CPU_CANDIDATES` twice over the first slices of a volume (their outputs are kept;
 the first pass of a new shape pays oneDNN's setup, so the second round is the one timed)
-and then stays with the size that took the least time per slice. The choice is remembered
-for the process (per device, model grid, generator, precision and thread count), so
-evaluating many studies measures once. On GPUs the batch is :data:`GPU_BATCH`.
+and then stays with the size that took the least time per slice. Measurements and the
+choice are kept for the process (per device, model grid, generator, precision and thread
+count): evaluating many studies measures once, and a volume too short to time every
+candidate leaves the rest to the next one. On GPUs the batch is :data:`GPU_BATCH`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,7 +24,19 @@ from ..memory import available_bytes
 CPU_CANDIDATES = (1, 2, 4, 8)
 GPU_BATCH = 16
 _ROUNDS = 2  # passes per candidate; only the last is timed
-_CHOSEN: dict[Hashable, int] = {}
+
+
+@dataclass
+class _Probe:
+    """The measurement for one key, shared by every translation of the process: a volume too
+    short to time every candidate leaves the rest to the next one."""
+
+    trials: list[int]
+    seconds: dict[int, float] = field(default_factory=dict)
+    chosen: int | None = None
+
+
+_PROBES: dict[Hashable, _Probe] = {}
 
 
 class BatchSizer:
@@ -31,49 +45,46 @@ class BatchSizer:
     def __init__(self, fixed: int | None, device: torch.device, key: Hashable, largest: int | None = None) -> None:
         """``fixed``: the user's batch size (None: choose); ``key``: what the choice depends on
         besides the device; ``largest``: the largest batch the memory allows (None: no limit)."""
-        largest = largest or max(GPU_BATCH, *CPU_CANDIDATES)
-        self._key = (device.type, torch.get_num_threads(), key)
-        self._trials: list[int] = []
-        self._seconds: dict[int, float] = {}
+        self._largest = largest or max(GPU_BATCH, *CPU_CANDIDATES)
+        self._probe: _Probe | None = None
         if fixed is not None:
             self._size = fixed
         elif device.type != "cpu":
-            self._size = min(GPU_BATCH, largest)
-        elif self._key in _CHOSEN:
-            self._size = min(_CHOSEN[self._key], largest)
+            self._size = min(GPU_BATCH, self._largest)
         else:
-            candidates = [b for b in CPU_CANDIDATES if b <= largest] or [1]
-            self._trials = [b for b in candidates for _ in range(_ROUNDS)]
-            self._size = candidates[0]
+            self._size = 1
+            key = (device.type, torch.get_num_threads(), key)
+            self._probe = _PROBES.setdefault(key, _Probe([b for b in CPU_CANDIDATES for _ in range(_ROUNDS)]))
 
     @property
     def measuring(self) -> bool:
-        return bool(self._trials)
+        return self._probe is not None and self._probe.chosen is None
 
     def next_size(self) -> int:
         """Slices for the next pass."""
-        return self._trials[0] if self._trials else self._size
+        if self._probe is None:
+            return self._size
+        size = self._probe.chosen if self._probe.chosen is not None else self._probe.trials[0]
+        return min(size, self._largest)
 
     def record(self, slices: int, seconds: float) -> None:
         """Report that the pass just run took ``seconds`` for ``slices`` slices."""
-        if not self._trials:
-            return
-        planned = self._trials.pop(0)
-        if slices == planned:  # a short last pass says nothing about its size
-            self._seconds[planned] = seconds / slices  # later rounds overwrite: the warm one counts
-        if not self._trials and self._seconds:
-            self._size = min(self._seconds, key=lambda b: (self._seconds[b], b))
-            _CHOSEN[self._key] = self._size
+        probe = self._probe
+        if probe is None or probe.chosen is not None or slices != probe.trials[0]:
+            return  # a short pass (end of volume, memory limit) says nothing about the planned size
+        probe.seconds[probe.trials.pop(0)] = seconds / slices  # later rounds overwrite: the warm one counts
+        if not probe.trials:
+            probe.chosen = min(probe.seconds, key=lambda b: (probe.seconds[b], b))
 
     @property
     def size(self) -> int:
-        """The batch size in use (after measuring: the fastest)."""
-        return self._size
+        """The batch size in use (while measuring: the one being timed)."""
+        return self.next_size()
 
     @property
     def seconds_per_slice(self) -> dict[int, float]:
         """What was measured: seconds per slice for each candidate (empty if nothing was)."""
-        return dict(self._seconds)
+        return dict(self._probe.seconds) if self._probe is not None else {}
 
 
 def largest_batch(fixed: int | None, device: torch.device, needed: Callable[[int], float]) -> int:
@@ -89,5 +100,5 @@ def largest_batch(fixed: int | None, device: torch.device, needed: Callable[[int
 
 
 def forget_choices() -> None:
-    """Forget the remembered batch sizes (tests; a machine whose load changed)."""
-    _CHOSEN.clear()
+    """Forget the measurements and choices (tests; a machine whose load changed)."""
+    _PROBES.clear()
