@@ -42,6 +42,13 @@ def test_cpu_times_every_candidate_then_keeps_the_fastest() -> None:
     assert sizer.seconds_per_slice == pytest.approx(timings)
 
 
+def test_probing_stops_at_the_first_clearly_slower_size() -> None:
+    sizer = BatchSizer(None, CPU, "grid")
+    used = _run(sizer, 40, {1: 0.5, 2: 0.6, 4: 0.1, 8: 0.1})
+    assert used[:4] == [1, 1, 2, 2] and set(used[4:]) == {1}  # 4 and 8 are never run
+    assert sizer.size == 1 and set(sizer.seconds_per_slice) == {1, 2}
+
+
 def test_warm_round_counts_not_the_first_pass() -> None:
     sizer = BatchSizer(None, CPU, "grid")
     clock = {1: [9.0, 0.2], 2: [0.1, 0.3], 4: [0.1, 0.4], 8: [0.1, 0.5]}  # batch 1 pays the setup once

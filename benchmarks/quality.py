@@ -249,7 +249,7 @@ def verdicts(results: dict[str, dict]) -> list[str]:
         rows = result["rows"]
         floor = rows[LOOKUP]["suv_mae_body"]
         best = min(METHODS, key=lambda m: rows[m]["suv_mae_body"])
-        for method in ("RegC2P overlap", best):
+        for method in dict.fromkeys(("RegC2P overlap", best)):  # once when they are the same
             gain = 1.0 - rows[method]["suv_mae_body"] / floor
             lines.append(
                 f"- {setting}: {method} has SUV MAE {rows[method]['suv_mae_body']:.3f} in the body against the lookup "

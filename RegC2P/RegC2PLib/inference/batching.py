@@ -5,8 +5,10 @@ the ``paper`` generator runs a slice in 0.62 s at batch 1 and 0.78 s at batch 8 
 slices of 256-channel activations no longer fit the caches), while a GPU wants large
 batches. So on a CPU, unless ``batch_size`` is given, :class:`BatchSizer` hands out each
 of :data:`CPU_CANDIDATES` twice over the first slices of a volume (their outputs are kept;
-the first pass of a new shape pays oneDNN's setup, so the second round is the one timed)
-and then stays with the size that took the least time per slice. Measurements and the
+the first pass of a new shape pays oneDNN's setup, so the second round is the one timed),
+in growing order until one is clearly slower than the best so far (larger batches only get
+slower from there: they no longer fit the caches), and then stays with the size that took
+the least time per slice. Measurements and the
 choice are kept for the process (per device, model grid, generator, precision and thread
 count): evaluating many studies measures once, and a volume too short to time every
 candidate leaves the rest to the next one. On GPUs the batch is :data:`GPU_BATCH`.
@@ -24,6 +26,7 @@ from ..memory import available_bytes
 CPU_CANDIDATES = (1, 2, 4, 8)
 GPU_BATCH = 16
 _ROUNDS = 2  # passes per candidate; only the last is timed
+_SLOWER = 1.05  # a warm candidate this much slower per slice than the best ends the probing
 
 
 @dataclass
@@ -72,9 +75,14 @@ class BatchSizer:
         probe = self._probe
         if probe is None or probe.chosen is not None or slices != probe.trials[0]:
             return  # a short pass (end of volume, memory limit) says nothing about the planned size
-        probe.seconds[probe.trials.pop(0)] = seconds / slices  # later rounds overwrite: the warm one counts
+        size = probe.trials.pop(0)
+        probe.seconds[size] = seconds / slices  # later rounds overwrite: the warm one counts
+        best = min(probe.seconds, key=lambda b: (probe.seconds[b], b))
+        # Candidates grow; once a warm one is clearly slower than the best, larger ones are not tried.
+        if size not in probe.trials and probe.seconds[size] > probe.seconds[best] * _SLOWER:
+            probe.trials.clear()
         if not probe.trials:
-            probe.chosen = min(probe.seconds, key=lambda b: (probe.seconds[b], b))
+            probe.chosen = best
 
     @property
     def size(self) -> int:
