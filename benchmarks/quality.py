@@ -335,7 +335,7 @@ def write_real_report(args: argparse.Namespace, results: dict[str, dict]) -> Non
         "body; tumour SUVmax and SUVmean errors over each study's `lesions` mask; inter-slice: mean |∂z(pred − ref)| in SUV.",
         "",
     ]
-    (args.docs / "benchmark-real.md").write_text("\n".join(lines))
+    (args.docs / "benchmark-real.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,7 +396,7 @@ def phantom_benchmark(args: argparse.Namespace) -> int:
         "![axial and coronal views](benchmark-quality.png)",
         "",
     ]
-    (args.docs / "benchmark-quality.md").write_text("\n".join(lines))
+    (args.docs / "benchmark-quality.md").write_text("\n".join(lines), encoding="utf-8")
     return 0
 
 

@@ -386,7 +386,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json", help="benchmark result")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark-speed.md", help="Markdown report to write")
     args = parser.parse_args()
-    args.out.write_text(render(json.loads(args.json.read_text())))
+    args.out.write_text(render(json.loads(args.json.read_text(encoding="utf-8"))), encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
