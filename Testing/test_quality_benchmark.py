@@ -45,13 +45,13 @@ def test_real_benchmark_end_to_end(quality, tiny_phantoms: Path, tmp_path: Path)
     argv = ["--data", str(data), "--out", str(tmp_path / "work"), "--steps", "2", "--refiner-steps", "1"]
     assert quality.main([*argv, "--batch-size", "1", "--docs", str(docs), "--results", str(results)]) == 0
 
-    record = json.loads((results / "quality-real.json").read_text())
+    record = json.loads((results / "quality-real.json").read_text(encoding="utf-8"))
     methods = [quality.LOOKUP, *quality.METHODS]
     for setting in quality.SETTINGS:
         rows = record[setting]["rows"]
         assert list(rows) == methods
         assert all(np.isfinite(rows[m]["suv_mae_body"]) and rows[m]["n_studies"] == len(record[setting]["test"]) for m in methods)
-    report = (docs / "benchmark-real.md").read_text()
+    report = (docs / "benchmark-real.md").read_text(encoding="utf-8")
     assert all(f"| {m} |" in report for m in methods)
     assert (
         "With misalignment, RegC2P overlap" in report
