@@ -13,6 +13,7 @@ twice D's activations. PyTorch is imported only by the estimates that build netw
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from .errors import ResourceError
 if TYPE_CHECKING:
     from torch import nn
 
-    from .config import ModelConfig
+    from .config import GeneratorConfig, ModelConfig, RefinerConfig
     from .training.config import TrainConfig
 
 GIB = 2**30
@@ -148,15 +149,32 @@ def translation_bytes(
     model grid of ``canvas`` (H, W) pixels: the float32 output, the model-grid stack (three of
     them when refining: input, running sum, average) and the larger of G's and F's
     activations; ``window`` None: no refiner."""
-    from .networks import Generator, Refiner
-
     h, w = canvas
     stacks = n_slices * h * w * FLOAT32 * (1 if window is None else 3)
-    peak = G_INFERENCE_PER_LARGEST * activations(lambda: Generator(config.generator), (batch_size, 1, h, w))[1]
+    peak = G_INFERENCE_PER_LARGEST * batch_size * _generator_largest_per_slice(config.generator, h, w)
     if window is not None:
-        f_sum = activations(lambda: Refiner(config.refiner), (windows_per_batch, 1, min(window, n_slices), h, w))[0]
+        f_sum = _refiner_sum(config.refiner, (windows_per_batch, 1, min(window, n_slices), h, w))
         peak = max(peak, F_INFERENCE_PER_SUM * f_sum)
     return n_voxels * FLOAT32 + stacks + peak
+
+
+# Tracing a network on the meta device takes about 0.1 s; a translation asks for several
+# batch sizes on one grid, and evaluations for many volumes on few grids, so the figures are cached.
+@functools.lru_cache(maxsize=64)
+def _generator_largest_per_slice(config: GeneratorConfig, h: int, w: int) -> int:
+    """Bytes of G's largest float32 activation for one (1, 1, h, w) slice; every activation
+    has the batch as its first dimension, so a batch of b slices needs b times this."""
+    from .networks import Generator
+
+    return activations(lambda: Generator(config), (1, 1, h, w))[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _refiner_sum(config: RefinerConfig, shape: tuple[int, ...]) -> int:
+    """Bytes of all of F's float32 activations for windows of ``shape`` (N, 1, s, H, W)."""
+    from .networks import Refiner
+
+    return activations(lambda: Refiner(config), shape)[0]
 
 
 def training_bytes(model: ModelConfig, train: TrainConfig) -> float:
