@@ -38,7 +38,7 @@ def test_cpu_times_every_candidate_then_keeps_the_fastest() -> None:
     used = _run(sizer, 100, timings)
     probing = [b for b in CPU_CANDIDATES for _ in range(2)]
     assert used[: len(probing)] == probing
-    assert set(used[len(probing) : -1]) == {4} and used[-1] <= 4 and sizer.size == 4
+    assert set(used[len(probing) : -1]) == {4} and used[-1] <= 4 and sizer.next_size() == 4
     assert sizer.seconds_per_slice == pytest.approx(timings)
 
 
@@ -46,7 +46,7 @@ def test_probing_stops_at_the_first_clearly_slower_size() -> None:
     sizer = BatchSizer(None, CPU, "grid")
     used = _run(sizer, 40, {1: 0.5, 2: 0.6, 4: 0.1, 8: 0.1})
     assert used[:4] == [1, 1, 2, 2] and set(used[4:]) == {1}  # 4 and 8 are never run
-    assert sizer.size == 1 and set(sizer.seconds_per_slice) == {1, 2}
+    assert sizer.next_size() == 1 and set(sizer.seconds_per_slice) == {1, 2}
 
 
 def test_warm_round_counts_not_the_first_pass() -> None:
@@ -55,7 +55,7 @@ def test_warm_round_counts_not_the_first_pass() -> None:
     while sizer.measuring:
         b = sizer.next_size()
         sizer.record(b, b * clock[b].pop(0))
-    assert sizer.size == 1
+    assert sizer.next_size() == 1
 
 
 def test_choice_is_remembered_per_key() -> None:

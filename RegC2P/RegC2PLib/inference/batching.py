@@ -50,12 +50,8 @@ class BatchSizer:
         besides the device; ``largest``: the largest batch the memory allows (None: no limit)."""
         self._largest = largest or max(GPU_BATCH, *CPU_CANDIDATES)
         self._probe: _Probe | None = None
-        if fixed is not None:
-            self._size = fixed
-        elif device.type != "cpu":
-            self._size = min(GPU_BATCH, self._largest)
-        else:
-            self._size = 1
+        self._fixed = fixed if fixed is not None else min(GPU_BATCH, self._largest)  # unless a CPU measures
+        if fixed is None and device.type == "cpu":
             key = (device.type, torch.get_num_threads(), key)
             self._probe = _PROBES.setdefault(key, _Probe([b for b in CPU_CANDIDATES for _ in range(_ROUNDS)]))
 
@@ -66,7 +62,7 @@ class BatchSizer:
     def next_size(self) -> int:
         """Slices for the next pass."""
         if self._probe is None:
-            return self._size
+            return self._fixed
         size = self._probe.chosen if self._probe.chosen is not None else self._probe.trials[0]
         return min(size, self._largest)
 
@@ -83,11 +79,6 @@ class BatchSizer:
             probe.trials.clear()
         if not probe.trials:
             probe.chosen = best
-
-    @property
-    def size(self) -> int:
-        """The batch size in use (while measuring: the one being timed)."""
-        return self.next_size()
 
     @property
     def seconds_per_slice(self) -> dict[int, float]:
