@@ -261,12 +261,6 @@ def verdicts(results: dict[str, dict]) -> list[str]:
             f"- {setting}: ranking by paper-scale MAE (best first): {', '.join(order)}; the paper's order is "
             f"{', '.join(PAPER_ORDER)} — {'the same' if order == PAPER_ORDER else 'not the same'}."
         )
-    if set(SETTINGS) <= set(results):
-        ours, theirs = (results["misaligned"]["rows"][m]["suv_mae_body"] for m in ("RegC2P overlap", "pix2pix"))
-        lines.append(
-            f"- With misalignment, RegC2P overlap {'beats' if ours < theirs else 'does not beat'} pix2pix in SUV MAE "
-            f"in the body ({ours:.3f} against {theirs:.3f})."
-        )
     return lines
 
 

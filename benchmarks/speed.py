@@ -342,7 +342,7 @@ def volume_rows(bench: Bench, name: str, ct: sitk.Image, source: str) -> list[Ro
 
 
 def real_ct(path: Path, n: int) -> sitk.Image:
-    """The ``n`` central axial slices of the CT at ``path`` (HU), resampled to axial LPS order."""
+    """The ``n`` central axial slices of the CT at ``path`` (HU), reoriented to axial LPS (no resampling)."""
     ct = to_axial(read_image(path))
     first = max(0, (ct.GetDepth() - n) // 2)
     return ct[:, :, first : first + n]
