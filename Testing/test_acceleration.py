@@ -1,9 +1,12 @@
-"""Inference speed options: batched refiner windows (exact), bfloat16 autocast (opt-in,
-close to float32) and the ``--precision`` option. (Channels-last is a training option,
-tested with the training in test_distributed.py.)"""
+"""Inference speed options: batched refiner windows and channels_last (exact), bfloat16
+autocast (close to float32 on the trained model), the ``--precision`` option and ``auto``
+with the model's precision record. (Channels-last training is tested with the training in
+test_distributed.py.)"""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,19 +14,19 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from RegC2PLib.body import body_mask
 from RegC2PLib.cli import main
+from RegC2PLib.data.phantom import PhantomConfig, generate_case
 from RegC2PLib.errors import InputError
 from RegC2PLib.inference import TranslationOptions, WindowPlan, acceleration, refine_windows, translate_volume
 from RegC2PLib.inference.acceleration import PRECISIONS, compute_precision, native_bfloat16, resolve_precision
-from RegC2PLib.model_file import LoadedModel
+from RegC2PLib.inference.precision_record import TOLERANCE, bfloat16_adopted, record_path
+from RegC2PLib.model_file import LoadedModel, load_model, require_bundled_model
 
 CPU = torch.device("cpu")
 needs_native_bf16 = pytest.mark.skipif(
     not native_bfloat16(CPU), reason="this CPU has no native bfloat16 (AVX512-BF16/AMX), where bfloat16 is refused"
 )
-# Loose bounds for bfloat16 on the tiny test CT with untrained weights (measured: max 0.25,
-# mean 0.04 SUV); float32 is the default precisely because bfloat16 is not exact.
-BF16_MAX_SUV, BF16_MEAN_SUV = 1.0, 0.15
 
 
 def _translate(ct: sitk.Image, model: LoadedModel, **options: object) -> np.ndarray:
@@ -31,16 +34,38 @@ def _translate(ct: sitk.Image, model: LoadedModel, **options: object) -> np.ndar
 
 
 @needs_native_bf16
-def test_bfloat16_close_to_float32_and_model_left_as_it_was(ct_image: sitk.Image, small_model: LoadedModel) -> None:
-    f32 = _translate(ct_image, small_model)
-    bf16 = _translate(ct_image, small_model, precision="bfloat16")
+def test_bfloat16_of_the_shipped_model_within_tolerance_and_model_left_as_it_was() -> None:
+    """On a phantom, the shipped model's bfloat16 PET is within the precision tolerance of its float32 PET."""
+    model = load_model(require_bundled_model())
+    ct = generate_case(PhantomConfig(shape=(12, 160, 160)), seed=5).ct
+    f32 = _translate(ct, model, precision="float32")
+    bf16 = _translate(ct, model, precision="bfloat16")
     assert bf16.dtype == np.float32 and np.isfinite(bf16).all()
-    diff = np.abs(bf16 - f32)
-    assert 0.0 < diff.max() <= BF16_MAX_SUV  # autocast really ran, and stayed close
-    assert diff.mean() <= BF16_MEAN_SUV
-    # The shared model keeps float32 weights and float32 results are unchanged.
-    assert all(p.dtype == torch.float32 for p in small_model.generator.parameters())
-    np.testing.assert_array_equal(_translate(ct_image, small_model), f32)
+    body = body_mask(sitk.GetArrayViewFromImage(ct), ct.GetSpacing()[::-1])
+    diff = np.abs(bf16 - f32)[body]
+    assert diff.max() > 0.0  # bfloat16 really ran
+    assert diff.mean() <= TOLERANCE.mean_abs_suv and np.percentile(diff, 99.9) <= TOLERANCE.p999_abs_suv
+    # The model keeps float32 weights and float32 results are unchanged (up to the rounding
+    # of another batch size: the first run measured which is fastest).
+    assert all(p.dtype == torch.float32 for p in model.generator.parameters())
+    np.testing.assert_allclose(_translate(ct, model, precision="float32"), f32, atol=1e-4, rtol=0)
+
+
+def test_channels_last_equals_contiguous(small_model: LoadedModel) -> None:
+    """G and F give the same output in the CPU's channels_last layout as in the contiguous one."""
+    assert small_model.refiner is not None
+    gen = torch.Generator().manual_seed(3)
+    slices = torch.rand(3, 1, 64, 64, generator=gen) * 2 - 1
+    volume = torch.rand(9, 32, 32, generator=gen) * 2 - 1
+    plan = WindowPlan(9, 8, 4)
+    with torch.inference_mode():
+        flat = small_model.generator(slices)
+        last = small_model.generator(slices.contiguous(memory_format=torch.channels_last))
+        one = refine_windows(volume, small_model.refiner, plan, CPU, 2)
+        other = refine_windows(volume, small_model.refiner, plan, CPU, 2, layout=torch.channels_last_3d)
+    assert last.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(last, flat, atol=1e-5, rtol=0)
+    torch.testing.assert_close(other, one, atol=1e-5, rtol=0)
 
 
 def test_batched_windows_equal_one_window_per_pass(small_model: LoadedModel) -> None:
@@ -60,8 +85,8 @@ def test_windows_per_batch(batch_size: int, windows: int) -> None:
 
 
 def test_precision_validation(small_model: LoadedModel) -> None:
-    assert PRECISIONS[0] == "float32" and TranslationOptions().precision == "float32"
-    with pytest.raises(InputError, match="precision must be one of float32, bfloat16"):
+    assert TranslationOptions().precision == "auto"
+    with pytest.raises(InputError, match="precision must be one of auto, float32, bfloat16"):
         TranslationOptions(precision="float16")
     with pytest.raises(InputError, match="MPS"):
         resolve_precision("bfloat16", torch.device("mps"))
@@ -77,6 +102,42 @@ def test_bfloat16_only_on_cpus_with_native_bfloat16(monkeypatch: pytest.MonkeyPa
         with pytest.raises(InputError, match=r"no native bfloat16 .*use --precision float32"):
             resolve_precision("bfloat16", CPU)
     assert resolve_precision("float32", CPU) == torch.float32
+
+
+def _record(model: LoadedModel, adopted: bool, sha256: str | None = None) -> dict[str, object]:
+    return {
+        "format": "regc2p-precision-record",
+        "version": 1,
+        "model_sha256": sha256 or model.sha256,
+        "bfloat16": {"adopted": adopted},
+    }
+
+
+def test_auto_precision_follows_the_model_files_record(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, small_model_file: Path
+) -> None:
+    """``auto`` is bfloat16 only on a device with native bfloat16 and with a record of this very file that adopted it."""
+    path = tmp_path / small_model_file.name
+    shutil.copyfile(small_model_file, path)
+    model = load_model(path)
+    record = record_path(path)
+    assert record == tmp_path / "small.precision.json"
+    monkeypatch.setattr(acceleration, "native_bfloat16", lambda device: True)
+    assert resolve_precision("auto", CPU, model) == torch.float32  # no record
+    cases = [
+        (_record(model, True), torch.bfloat16),
+        (_record(model, False), torch.float32),
+        (_record(model, True, sha256="0" * 64), torch.float32),  # another model's record
+    ]
+    for content, expected in cases:
+        record.write_text(json.dumps(content), encoding="utf-8")
+        assert resolve_precision("auto", CPU, model) == expected
+    record.write_text(json.dumps(_record(model, True))[:-5], encoding="utf-8")  # damaged
+    assert not bfloat16_adopted(model) and resolve_precision("auto", CPU, model) == torch.float32
+    record.write_text(json.dumps(_record(model, True)), encoding="utf-8")
+    monkeypatch.setattr(acceleration, "native_bfloat16", lambda device: False)
+    assert resolve_precision("auto", CPU, model) == torch.float32  # no native bfloat16
+    assert resolve_precision("auto", CPU) == torch.float32  # no model
 
 
 def test_cli_refuses_emulated_bfloat16(
@@ -110,8 +171,8 @@ def test_cli_precision_option(tmp_path: Path, ct_file: Path, small_model_file: P
         argv = ["translate", "--ct", str(ct_file), "--model", str(small_model_file), "--out", str(out)]
         assert main([*argv, "--device", "cpu", "--progress", "none", "--precision", precision]) == 0
         outputs[precision] = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
-    diff = np.abs(outputs["bfloat16"] - outputs["float32"])
-    assert 0.0 < diff.max() <= BF16_MAX_SUV
+    assert not np.array_equal(outputs["bfloat16"], outputs["float32"])
+    np.testing.assert_array_equal(outputs["auto"], outputs["float32"])  # this model file has no precision record
 
 
 def test_cli_rejects_unknown_precision(tmp_path: Path, ct_file: Path, small_model_file: Path) -> None:
@@ -121,3 +182,41 @@ def test_cli_rejects_unknown_precision(tmp_path: Path, ct_file: Path, small_mode
         main(argv)
     assert exit_info.value.code == 2
     assert not out.exists()
+
+
+@needs_native_bf16
+def test_precision_check_writes_the_record_auto_reads(tmp_path: Path, small_model_file: Path, tiny_phantoms: Path) -> None:
+    """The check measures every study in both precisions, decides from the figures, and
+    ``auto`` follows its record; a study's figure matches a direct translation."""
+    from RegC2PLib.data.studies import discover_studies, load_study
+    from RegC2PLib.evaluation import scored_region
+    from RegC2PLib.precision_check import check_bfloat16, write_record
+
+    path = tmp_path / small_model_file.name
+    shutil.copyfile(small_model_file, path)
+    model = load_model(path)
+    studies, _ = discover_studies(tiny_phantoms)
+    options = TranslationOptions(device="cpu")
+    record = check_bfloat16(model, {"phantoms": studies[:2]}, options)
+    write_record(model, record)
+    result = record["bfloat16"]
+    rows = result["datasets"]["phantoms"]["studies"]
+    assert [r["study"] for r in rows] == [s.name for s in studies[:2]]
+    loaded = load_study(studies[0])
+    keep, body = scored_region(loaded)
+    diff = np.abs(_translate(loaded.ct, model, precision="bfloat16") - _translate(loaded.ct, model, precision="float32"))
+    assert rows[0]["mean_abs_suv_body"] == pytest.approx(float(diff[keep][body].mean()), abs=1e-4)
+    over = any(r["mean_abs_suv_body"] > TOLERANCE.mean_abs_suv or r["p999_abs_suv_body"] > TOLERANCE.p999_abs_suv for r in rows)
+    over = over or max(result["datasets"]["phantoms"]["paper_relative"].values()) > TOLERANCE.paper_relative
+    assert result["adopted"] is (not over) and bool(result["reasons"]) is over
+    assert bfloat16_adopted(model) is result["adopted"]
+    expected = torch.bfloat16 if result["adopted"] else torch.float32
+    assert resolve_precision("auto", CPU, model) == expected
+
+
+def test_precision_check_needs_native_bfloat16(monkeypatch: pytest.MonkeyPatch, small_model_file: Path) -> None:
+    from RegC2PLib.precision_check import check_bfloat16
+
+    monkeypatch.setattr("RegC2PLib.precision_check.native_bfloat16", lambda device: False)
+    with pytest.raises(InputError, match="no native bfloat16"):
+        check_bfloat16(load_model(small_model_file), {"none": []}, TranslationOptions(device="cpu"))

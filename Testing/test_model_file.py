@@ -61,7 +61,9 @@ def test_round_trip(tmp_path: Path, small_model: LoadedModel) -> None:
     assert not loaded.generator.training and not loaded.refiner.training
     x = torch.rand(1, 1, 64, 64) * 2 - 1
     with torch.no_grad():
-        assert torch.equal(loaded.generator(x), small_model.generator(x))
+        # Same weights; the shared model may hold them channels_last (translate does on CPUs),
+        # whose kernels round differently in the last bits.
+        torch.testing.assert_close(loaded.generator(x), small_model.generator(x), atol=1e-5, rtol=0)
 
 
 def test_config_json_round_trip() -> None:

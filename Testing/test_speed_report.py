@@ -21,10 +21,12 @@ def speed_report() -> Any:
     return module
 
 
-def _row(section: str, variant: str, ours_s: float, reference_s: float, extra: dict[str, float]) -> dict[str, Any]:
+def _row(
+    section: str, variant: str, ours_s: float, reference_s: float, extra: dict[str, float], preset: str = "small", note: str = ""
+) -> dict[str, Any]:
     return {
         "section": section,
-        "preset": "small",
+        "preset": preset,
         "variant": variant,
         "what": f"{section} {variant}",
         "count": 8,
@@ -35,14 +37,34 @@ def _row(section: str, variant: str, ours_s: float, reference_s: float, extra: d
         "reference_iqr_s": reference_s / 100,
         "samples": 5,
         "ratio": reference_s / ours_s,
-        "note": "",
+        "note": note,
         "extra": extra,
     }
 
 
-def _result(bf16_s: float, bf16_max_suv: float, bf16_mae: float) -> dict[str, Any]:
-    """A small result: G in float32 and bfloat16, the refiner, and the phantom tolerance check."""
-    bf16_err = {"max_abs_suv_body": bf16_max_suv, "mean_abs_suv_body": bf16_max_suv / 10, "p999_abs_suv_body": bf16_max_suv / 2}
+def _record(adopted: bool) -> dict[str, Any]:
+    """The summary of a precision record as speed.py embeds it."""
+    worst = {"mean_abs_suv_body": 0.01, "p999_abs_suv_body": 0.1 if adopted else 0.5, "paper_relative": 0.001}
+    return {
+        "model": "default.safetensors",
+        "model_sha256": "ab" * 32,
+        "measured": {"date": "2026-12-02", "device": "cpu", "processor": "test CPU", "torch": "x"},
+        "command": "precision.py",
+        "tolerance": {"mean_abs_suv": 0.02, "p999_abs_suv": 0.2, "paper_relative": 0.005},
+        "adopted": adopted,
+        "reasons": [] if adopted else ["sarcoma/STS_1: p99.9 |ΔSUV| 0.500 > 0.2"],
+        "worst": worst,
+        "datasets": {"sarcoma": {"studies": 8, "paper_relative": {"mae": 0.001, "ssim": 0.0001, "psnr": 0.0002}}},
+    }
+
+
+def _suv(mean: float) -> dict[str, float]:
+    return {"max_abs_suv_body": 10 * mean, "mean_abs_suv_body": mean, "p999_abs_suv_body": 5 * mean, "mae_paper_units": mean}
+
+
+def _result(bf16_s: float, adopted: bool | None) -> dict[str, Any]:
+    """A small result: G in float32 and bfloat16, the refiner, paper-preset translations of a
+    real CT, and (unless ``adopted`` is None) the shipped model's precision record."""
     return {
         "command": "speed.py",
         "args": {"paper_slices": 10, "g_slices": 16},
@@ -57,13 +79,17 @@ def _result(bf16_s: float, bf16_max_suv: float, bf16_mae: float) -> dict[str, An
             "load_average_1min_at_start": 0.1,
         },
         "timing": {"method": "Timer", "rounds": 3, "min_run_time_s": 0.5},
-        "tolerance": {"mae_paper_units": 1.0, "max_abs_suv": 0.1},
+        "tolerance": {"mean_abs_suv": 0.02, "p999_abs_suv": 0.2, "paper_relative": 0.005},
+        "precision_record": None if adopted is None else _record(adopted),
         "tolerance_weights": "untrained",
         "rows": [
             _row("G", "ours", 0.020, 0.025, {"max_abs_net": 0.0, "mean_abs_net": 0.0}),
             _row("G", "bfloat16", bf16_s, 0.020, {"max_abs_net": 0.01, "mean_abs_net": 0.001}),
             _row("volume", "refiner", 0.050, 0.049, {"max_abs_net": 2e-7, "mean_abs_net": 1e-8}),
-            _row("tolerance", "bfloat16", bf16_s * 2, 0.040, {**bf16_err, "mae_paper_units": bf16_mae}),
+            _row("volume", "translate-none-float32", 0.30, 0.36, _suv(0.001), "paper", "real (ct.nii.gz)"),
+            _row("volume", "translate-none-bfloat16", 0.09, 0.36, _suv(0.1), "paper", "real (ct.nii.gz)"),
+            _row("volume", "translate-overlap-float32", 0.55, 0.52, _suv(0.001), "paper", "real (ct.nii.gz)"),
+            _row("volume", "translate-overlap-bfloat16", 0.10, 0.52, _suv(0.1), "paper", "real (ct.nii.gz)"),
         ],
         "linearity": [],
         "memory": None,
@@ -76,20 +102,48 @@ def _verdict(lines: list[str], title: str) -> str:
     return line.split(" — ", 1)[1].split("**", 1)[0]
 
 
-def test_bfloat16_verdict_follows_speed_and_accuracy(speed_report: Any) -> None:
-    fast_accurate = speed_report.verdicts(_result(bf16_s=0.010, bf16_max_suv=0.05, bf16_mae=0.5))
-    fast_inaccurate = speed_report.verdicts(_result(bf16_s=0.010, bf16_max_suv=0.5, bf16_mae=0.5))
-    mean_off = speed_report.verdicts(_result(bf16_s=0.010, bf16_max_suv=0.05, bf16_mae=5.0))
-    slow_accurate = speed_report.verdicts(_result(bf16_s=0.020, bf16_max_suv=0.05, bf16_mae=0.5))
-    assert _verdict(fast_accurate, "bfloat16 autocast") == "adopt as the default"
-    for lines in (fast_inaccurate, mean_off, slow_accurate):
-        assert _verdict(lines, "bfloat16 autocast") == "kept opt-in"
+def _bf16_verdict(lines: list[str], preset: str = "small") -> str:
+    (line,) = [line for line in lines if line.startswith("- **bfloat16 autocast — ") and f"** ({preset})" in line]
+    return line.split(" — ", 1)[1].split("**", 1)[0]
+
+
+def test_bfloat16_verdict_follows_speed_and_the_precision_record(speed_report: Any) -> None:
+    fast_accurate = speed_report.verdicts(_result(bf16_s=0.010, adopted=True))
+    fast_inaccurate = speed_report.verdicts(_result(bf16_s=0.010, adopted=False))
+    slow_accurate = speed_report.verdicts(_result(bf16_s=0.020, adopted=True))
+    unchecked = speed_report.verdicts(_result(bf16_s=0.010, adopted=None))
+    assert _bf16_verdict(fast_accurate) == "the default where the model's record allows"
+    for lines in (fast_inaccurate, slow_accurate, unchecked):
+        assert _bf16_verdict(lines) == "kept opt-in"
     assert "outside the tolerance" in " ".join(fast_inaccurate)
     assert "not faster (1×)" in " ".join(slow_accurate)
+    assert "accuracy not measured" in " ".join(unchecked)
+
+
+def test_goals_follow_the_numbers(speed_report: Any) -> None:
+    result = _result(bf16_s=0.010, adopted=True)
+    result["memory"] = {
+        "shape_xyz": "512x512x300",
+        "seconds": 6.0,
+        "precision": "bfloat16",
+        "torch_threads": 2,
+        "peak_rss_mib": 1400,
+    }
+    text = "\n".join(speed_report.goal_lines(result))
+    assert "refine none, real CT (volume translate-none-bfloat16), ≥ 3× RegGAN's loop: **met** — 4× in bfloat16" in text
+    assert "refine overlap" in text and "5.2× in bfloat16" in text
+    assert "512×512×300 CT under 15 s: **met** — 6.0 s" in text
+    assert "never slower than RegGAN's loop: **missed** — slowest case 0.945×" in text
+    # Without an adopted precision record, only float32 counts: 1.2× misses 3× by 1.8×.
+    refused = _result(bf16_s=0.010, adopted=False)
+    refused["memory"] = {**result["memory"], "seconds": 20.0}
+    text = "\n".join(speed_report.goal_lines(refused))
+    assert "**missed** — 1.2× in float32, by 1.80×" in text
+    assert "under 15 s: **missed** — 20.0 s" in text and "by 5.0 s" in text
 
 
 def test_ratio_statements_follow_the_numbers(speed_report: Any) -> None:
-    result = _result(bf16_s=0.010, bf16_max_suv=0.05, bf16_mae=0.5)
+    result = _result(bf16_s=0.010, adopted=True)
     lines = speed_report.verdicts(result)
     assert _verdict(lines, "Batched G + inference mode") == "adopted"  # 1.25×, same output
     assert _verdict(lines, "Batched refiner windows") == "no measurable gain"  # 0.98×
@@ -99,19 +153,19 @@ def test_ratio_statements_follow_the_numbers(speed_report: Any) -> None:
 
 
 def test_report_says_not_measured_for_missing_numbers(speed_report: Any) -> None:
-    result = _result(bf16_s=0.010, bf16_max_suv=0.05, bf16_mae=0.5)
-    result["rows"] = [r for r in result["rows"] if r["section"] != "tolerance"]
+    result = _result(bf16_s=0.010, adopted=None)
     del result["rows"][0]["ours_iqr_s"]
     text = speed_report.render(result)
-    assert _verdict(speed_report.verdicts(result), "bfloat16 autocast") == "kept opt-in"
     assert "accuracy not measured" in text
+    assert "No precision record for the shipped model" in text
     assert "Not measured in this run (`benchmarks/speed.py --memory`)." in text
+    assert "512×512×300 CT under 15 s: not measured" in text
 
 
 def test_cpu_without_native_bfloat16_says_so(speed_report: Any) -> None:
-    result = _result(bf16_s=0.010, bf16_max_suv=0.05, bf16_mae=0.5)
+    result = _result(bf16_s=0.010, adopted=True)
     result["machine"]["native_bfloat16"] = False
-    result["rows"] = [r for r in result["rows"] if r["variant"] != "bfloat16"]
+    result["rows"] = [r for r in result["rows"] if not r["variant"].endswith("bfloat16")]
     lines = speed_report.verdicts(result)
     assert _verdict(lines, "bfloat16 autocast") == "not measured"
     assert "refuses `--precision bfloat16`" in speed_report.render(result)

@@ -1,7 +1,9 @@
 """Peak memory and time of translating a large CT on the CPU.
 
-Translates a synthetic 512×512×600 int16 CT (HU) with a freshly initialised
-``small``-preset model (G + refiner, ``refine=overlap``) on the CPU and reports:
+Translates a synthetic 512×512×600 int16 CT (HU) with the shipped default model (``small``
+preset, G + refiner, ``refine=overlap``, precision ``auto`` as a user gets it: bfloat16 where
+the CPU has it natively and the model's precision record allows; a fresh ``small`` model when
+no model is shipped) on the CPU and reports:
 
 * the peak resident set size (``resource.getrusage(...).ru_maxrss``) of a fresh child
   process, minus its RSS after the imports and model creation (torch's allocator is
@@ -11,10 +13,11 @@ Translates a synthetic 512×512×600 int16 CT (HU) with a freshly initialised
 
 Usage::
 
-    python benchmarks/memory_translate.py [--slices 600] [--size 512] [--refine overlap] [--batch-size 8] [--orientation LPS]
+    python benchmarks/memory_translate.py [--slices 600] [--size 512] [--refine overlap] [--batch-size B]
+        [--precision auto] [--orientation LPS]
 
 The measurement runs in a child process (``--child``) so the peak is not polluted by
-anything the parent did. Weights are untrained: memory and time do not depend on them.
+anything the parent did.
 """
 
 from __future__ import annotations
@@ -73,14 +76,16 @@ def child(args: argparse.Namespace) -> dict[str, float | int | str]:
 
     from RegC2PLib.config import preset
     from RegC2PLib.inference import TranslationOptions, translate_volume
-    from RegC2PLib.model_file import new_model
+    from RegC2PLib.inference.acceleration import resolve_precision
+    from RegC2PLib.model_file import bundled_model_path, load_model, new_model
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    model = new_model(preset("small"), seed=0, with_refiner=True)
+    shipped = bundled_model_path()
+    model = load_model(shipped) if shipped else new_model(preset("small"), seed=0, with_refiner=True)
     rss_after_imports = _rss_mib()
     ct = _synthetic_ct(args.slices, args.size, args.orientation)
     rss_after_ct = _rss_mib()
-    options = TranslationOptions(refine=args.refine, device="cpu", batch_size=args.batch_size)
+    options = TranslationOptions(refine=args.refine, device="cpu", batch_size=args.batch_size, precision=args.precision)
     start = time.perf_counter()
     pet = translate_volume(ct, model, options)
     seconds = time.perf_counter() - start
@@ -89,7 +94,9 @@ def child(args: argparse.Namespace) -> dict[str, float | int | str]:
         "shape_xyz": "x".join(map(str, pet.GetSize())),
         "refine": args.refine,
         "orientation": args.orientation,
-        "batch_size": args.batch_size,
+        "batch_size": args.batch_size or "measured",
+        "model": shipped.name if shipped else "untrained small",
+        "precision": str(resolve_precision(args.precision, torch.device("cpu"), model)).removeprefix("torch."),
         "torch_threads": torch.get_num_threads(),
         "rss_after_imports_mib": round(rss_after_imports, 1),
         "rss_after_ct_mib": round(rss_after_ct, 1),
@@ -107,7 +114,8 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=600)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--refine", default="overlap", choices=("overlap", "non-overlap", "none"))
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, help="slices per G pass (default: measured, as translate does)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
     parser.add_argument("--orientation", default="LPS", choices=("LPS", "RAS"), help="storage orientation of the CT")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -115,7 +123,8 @@ def main() -> int:
         print(json.dumps(child(args)), flush=True)
         return 0
     command = [sys.executable, __file__, "--child", "--slices", str(args.slices), "--size", str(args.size)]
-    command += ["--refine", args.refine, "--batch-size", str(args.batch_size), "--orientation", args.orientation]
+    command += ["--refine", args.refine, "--precision", args.precision, "--orientation", args.orientation]
+    command += ["--batch-size", str(args.batch_size)] if args.batch_size else []
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         print(done.stderr, file=sys.stderr)

@@ -6,6 +6,6 @@ before PyTorch is installed, so they must not pull in ``torch``.
 
 REFINE_MODES = ("overlap", "non-overlap", "none")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16")
 MODEL_SUFFIX = ".safetensors"
 SUBSETS = ("train", "val", "test")  # the parts of a dataset split, by study

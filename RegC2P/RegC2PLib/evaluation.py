@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from .body import body_mask
 from .config import IntensityConfig
-from .data.studies import MIN_COVERAGE, Study, load_study
+from .data.studies import MIN_COVERAGE, LoadedStudy, Study, load_study
 from .inference import TranslationOptions, translate_volume
 from .intensity import pet_to_network
 from .metrics import PaperMetrics, SuvMetrics, paper_metrics, suv_metrics
@@ -111,12 +111,22 @@ def evaluate_study(
 
 def score_study(study: Study, predict: Callable[[sitk.Image], sitk.Image], intensity: IntensityConfig) -> VolumeScores:
     """Score ``predict(CT)`` (a PET in SUV on the CT's grid, for any predictor: a model, a
-    baseline) against the study's aligned PET (else its PET), on the CT grid, over the CT
-    slices at least half inside the PET field of view."""
+    baseline) against the study's aligned PET (else its PET) (see :func:`score_loaded`)."""
     loaded = load_study(study)
-    pred = predict(loaded.ct)
+    return score_loaded(study.name, loaded, predict(loaded.ct), intensity)
+
+
+def scored_region(loaded: LoadedStudy) -> tuple[np.ndarray, np.ndarray]:
+    """Where a study is scored: the CT slices at least half inside the PET field of view
+    (a boolean per slice) and the CT's body mask on those slices (z, y, x)."""
     keep = loaded.coverage >= MIN_COVERAGE
+    return keep, body_mask(array_view(loaded.ct), loaded.ct.GetSpacing()[::-1])[keep]
+
+
+def score_loaded(name: str, loaded: LoadedStudy, pred: sitk.Image, intensity: IntensityConfig) -> VolumeScores:
+    """Score ``pred`` (a PET in SUV on the CT's grid) against the loaded study's aligned PET
+    (else its PET), over :func:`scored_region`."""
+    keep, body = scored_region(loaded)
     reference = loaded.pet_aligned if loaded.pet_aligned is not None else loaded.pet
     lesions = array_view(loaded.lesions)[keep] if loaded.lesions is not None else None
-    body = body_mask(array_view(loaded.ct), loaded.ct.GetSpacing()[::-1])[keep]
-    return score_volume(study.name, array_view(pred)[keep], array_view(reference)[keep], body, intensity, lesions)
+    return score_volume(name, array_view(pred)[keep], array_view(reference)[keep], body, intensity, lesions)

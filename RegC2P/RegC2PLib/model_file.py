@@ -99,9 +99,10 @@ def integrity_digest(tensors: Mapping[str, torch.Tensor], config_json: str) -> s
     digest = hashlib.sha256()
     digest.update(f"config|{len(config_json)}|{config_json}|".encode())
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
+        t = tensors[name].detach().cpu()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # reshape(-1): row-major bytes whatever the layout (inference keeps weights channels_last on CPUs)
+        digest.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
 
@@ -130,7 +131,7 @@ def save_model(path: str | os.PathLike[str], model: LoadedModel, info: Mapping[s
     if not path.parent.is_dir():
         raise ModelFileError(f"folder {path.parent} does not exist; create it first")
     tensors = {
-        f"{name}.{key}": value.detach().cpu().contiguous()
+        f"{name}.{key}": value.detach().cpu().clone(memory_format=torch.contiguous_format)
         for name, net in _networks(model).items()
         for key, value in net.state_dict().items()
     }

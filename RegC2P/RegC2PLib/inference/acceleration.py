@@ -1,19 +1,18 @@
-"""Inference precision: float32 (default) or bfloat16 autocast (opt-in).
+"""Inference precision and memory layout.
 
-An optimisation is on by default only if it is faster *and* keeps the synthetic PET
-within :data:`TOLERANCE_MAE_PAPER` paper MAE units (1/32767 of the PET range; the paper's
-smallest reported gap, overlap vs non-overlap refinement, is 3.66) and
-:data:`TOLERANCE_MAX_SUV` SUV per voxel of float32 (``benchmarks/speed.py`` measures this,
-``benchmarks/speed_report.py`` decides from it; docs/benchmark-speed.md has the numbers).
-Batched refiner windows meet it (identical to 1e-6). bfloat16 does not: on a phantom
-(untrained weights) it moved the output by about 100 paper MAE units and 0.5 SUV at most
-(about 5 units from the refiner alone), for a 1.9-2.3× faster G on an AVX-512 BF16 CPU,
-so it is only an opt-in for quick previews. On a CPU without native bfloat16 (no
-AVX512-BF16 or AMX, e.g. an AVX2-only processor) PyTorch emulates it through a slow
-non-oneDNN path: the ``small`` G took 2.3 s per slice instead of 0.035 s in float32 (about
-65× slower), so ``bfloat16`` is refused there with a one-line error.
-Under ``bfloat16`` convolutions run in bfloat16 through
-:func:`torch.autocast` (weights stay float32, outputs are returned as float32).
+``precision``: ``float32``; ``bfloat16`` (convolutions in bfloat16 through
+:func:`torch.autocast`, weights stay float32, results are float32); or ``auto`` (the
+default): bfloat16 where the device has native bfloat16 arithmetic *and* this model file's
+precision record (:mod:`.precision_record`) says bfloat16 kept its PET within the tolerance
+of float32 on real and phantom studies; float32 everywhere else. On a CPU without native
+bfloat16 (no AVX512-BF16 or AMX, e.g. an AVX2-only processor) PyTorch emulates it through
+a slow non-oneDNN path (the ``small`` G took 2.3 s per slice instead of 0.035 s in
+float32), so ``bfloat16`` is refused there with a one-line error.
+
+Layout: on CPUs the networks and their inputs are channels_last (NHWC / NDHWC), which
+oneDNN's convolutions run without reordering; with the networks' GroupNorm-based instance
+norm this made G 1.1-1.9× faster in float32 and about 2× in bfloat16 than the contiguous
+layout (docs/benchmark-speed.md). GPUs keep the contiguous layout (not measured here).
 """
 
 from __future__ import annotations
@@ -24,10 +23,8 @@ import torch
 
 from ..choices import PRECISIONS
 from ..errors import InputError
-
-# What an optimisation may change, at most, to be used by default (vs float32).
-TOLERANCE_MAE_PAPER = 1.0
-TOLERANCE_MAX_SUV = 0.1
+from ..model_file import LoadedModel
+from .precision_record import bfloat16_adopted
 
 
 def native_bfloat16(device: torch.device) -> bool:
@@ -41,10 +38,14 @@ def native_bfloat16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The compute dtype for ``precision`` (``float32`` or ``bfloat16``) on ``device``."""
+def resolve_precision(precision: str, device: torch.device, model: LoadedModel | None = None) -> torch.dtype:
+    """The compute dtype for ``precision`` (``auto``, ``float32`` or ``bfloat16``) on ``device``;
+    ``auto`` asks ``model``'s precision record (float32 without a model)."""
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        adopted = model is not None and native_bfloat16(device) and bfloat16_adopted(model)
+        return torch.bfloat16 if adopted else torch.float32
     if precision == "bfloat16" and device.type == "mps":
         raise InputError("bfloat16 is not supported on Apple MPS here; use --precision float32")
     if precision == "bfloat16" and device.type == "cpu" and not native_bfloat16(device):
@@ -56,10 +57,24 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 
 def compute_precision(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """Context in which inference runs in ``dtype``: autocast for bfloat16, nothing for float32.
-
-    channels_last is not used: in the benchmark it gave no consistent gain in either precision.
-    """
+    """Context in which inference runs in ``dtype``: autocast for bfloat16, nothing for float32."""
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def layouts(device: torch.device) -> tuple[torch.memory_format, torch.memory_format]:
+    """Memory formats of 2D (G) and 3D (F) activations and weights on ``device``."""
+    if device.type == "cpu":
+        return torch.channels_last, torch.channels_last_3d
+    return torch.contiguous_format, torch.contiguous_format
+
+
+def place(model: LoadedModel, device: torch.device) -> tuple[torch.memory_format, torch.memory_format]:
+    """Move ``model`` to ``device`` in that device's layout (in place, values unchanged); the layouts."""
+    flat, volume = layouts(device)
+    model.to(device)
+    model.generator.to(memory_format=flat)
+    if model.refiner is not None:
+        model.refiner.to(memory_format=volume)
+    return flat, volume

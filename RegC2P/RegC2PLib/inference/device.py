@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import platform
+from pathlib import Path
+
 import torch
 
 from ..choices import DEVICE_CHOICES
@@ -37,3 +41,16 @@ def resolve_device(name: str) -> torch.device:
     if reasons[name] is not None:
         raise DeviceError(f"device {name!r} is not available: {reasons[name]}; use --device auto or cpu")
     return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """The processor behind ``device``: the CPU's model name (Linux: /proc/cpuinfo) or the GPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        return platform.processor() or platform.machine() or "unknown CPU"
+    return device.type

@@ -26,8 +26,8 @@ class TranslationOptions:
 
     ``batch_size`` is the number of slices per G pass (F runs ``max(1, batch_size // 2)``
     windows per pass); None: chosen by timing on this machine (:mod:`.batching`).
-    ``precision`` ``bfloat16`` (autocast) is faster but outside the
-    project's tolerance of float32 (see :mod:`.acceleration`).
+    ``precision`` ``auto`` is bfloat16 where the device has it natively and the model's
+    precision record says it stays within tolerance of float32, else float32 (see :mod:`.acceleration`).
     """
 
     refine: str = field(
@@ -48,10 +48,10 @@ class TranslationOptions:
         metadata={"help": "set the PET to 0 outside the patient's body found on the CT (couch, blankets, air)"},
     )
     precision: str = field(
-        default="float32",
+        default="auto",
         metadata={
-            "help": "float32, or bfloat16 (autocast: faster on GPUs and CPUs with native bfloat16, but up to about "
-            "0.5 SUV from float32; for quick previews)",
+            "help": "auto: bfloat16 on GPUs and CPUs with native bfloat16 when the model's precision record shows it "
+            "within tolerance of float32 on real studies, else float32; or float32; or bfloat16 (autocast)",
             "choices": PRECISIONS,
         },
     )

@@ -17,8 +17,9 @@ float32 buffers throughout (never a float64 copy of the volume), the model-grid 
 Speed (benchmarks/speed.py, docs/benchmark-speed.md): G runs ``batch_size`` slices per
 pass — by default the size measured fastest on this machine (:mod:`.batching`) — and F
 several windows per pass: one window at a time would send the ``small`` refiner's
-3×3×3 convolutions to PyTorch's slow non-oneDNN path. bfloat16 is opt-in (``precision``,
-see :mod:`.acceleration`).
+3×3×3 convolutions to PyTorch's slow non-oneDNN path; on CPUs both run channels_last.
+bfloat16 is used where the device has it natively and the model's precision record
+says it keeps the PET within tolerance (``precision`` ``auto``, see :mod:`.acceleration`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ..progress import CancelToken, ProgressCallback, ProgressRange, no_progress
 from ..slice_grid import SliceGrid
 from ..volume_checks import count_non_finite
 from ..volume_io import AxialOrder, array_view, check_ct, image_like
-from .acceleration import compute_precision, resolve_precision
+from .acceleration import compute_precision, place, resolve_precision
 from .batching import BatchSizer, largest_batch
 from .device import resolve_device
 from .options import TranslationOptions
@@ -64,8 +65,8 @@ def translate_volume(
     if options.refine != "none" and model.refiner is None:
         raise InputError("this model file has no refiner; use refine 'none' or a model trained with stage 2")
     device = resolve_device(options.device)
-    dtype = resolve_precision(options.precision, device)
-    model.to(device)
+    dtype = resolve_precision(options.precision, device, model)
+    flat, volume = place(model, device)
     cancel = cancel or CancelToken()
 
     # Axial slices through a permuted/flipped view: a CT stored in another orientation
@@ -97,12 +98,12 @@ def translate_volume(
     with torch.inference_mode(), compute_precision(device, dtype):
         if z1 > z0:
             part = ProgressRange(progress, 0.0, _TRANSLATE)
-            stack = _translate_slices(hu[z0:z1], grid, model, device, sizer, part, cancel)
+            stack = _translate_slices(hu[z0:z1], grid, model, device, flat, sizer, part, cancel)
             if refine_window is not None:
                 assert model.refiner is not None
                 plan = WindowPlan(stack.shape[0], window, stride)
                 part = ProgressRange(progress, _TRANSLATE, _REFINE)
-                stack = refine_windows(stack, model.refiner, plan, device, options.windows_per_batch, part, cancel)
+                stack = refine_windows(stack, model.refiner, plan, device, options.windows_per_batch, part, cancel, volume)
             suv = order.view(stored)
             for first in range(0, z1 - z0, _WRITE_BLOCK):
                 cancel.raise_if_cancelled()
@@ -117,7 +118,7 @@ def translate_volume(
     if bad:  # finite CT and weights are checked on input: this is the last line of defence
         raise ModelFileError(f"the model produced {bad} NaN or infinite PET voxels for this CT; nothing was written")
     pet = image_like(stored, ct)  # exactly the CT's grid
-    progress(1.0, "done")
+    progress(1.0, f"done ({device.type}, {str(dtype).removeprefix('torch.')})")
     return pet
 
 
@@ -126,12 +127,13 @@ def _translate_slices(
     grid: SliceGrid,
     model: LoadedModel,
     device: torch.device,
+    layout: torch.memory_format,
     sizer: BatchSizer,
     progress: ProgressCallback,
     cancel: CancelToken,
 ) -> torch.Tensor:
-    """G over batches of slices (``sizer`` says how many per pass): (z, y, x) HU -> (z, H, W)
-    float32 on the CPU, in [-1, 1]."""
+    """G over batches of slices (``sizer`` says how many per pass) in memory format ``layout``:
+    (z, y, x) HU -> (z, H, W) float32 on the CPU, in [-1, 1]."""
     n = hu.shape[0]
     stack = torch.empty((n, *grid.canvas), dtype=torch.float32)
     first = 0
@@ -141,7 +143,7 @@ def _translate_slices(
         # np.array copies: a float32 CT would otherwise give a read-only view of the image buffer
         block = torch.from_numpy(np.array(hu[first : first + sizer.next_size()], dtype=np.float32))
         x = grid.to_model(ct_to_network(block, model.config.intensity), fill=-1.0)
-        stack[first : first + len(block)] = model.generator(x[:, None].to(device))[:, 0].float().cpu()
+        stack[first : first + len(block)] = model.generator(x[:, None].to(device, memory_format=layout))[:, 0].float().cpu()
         sizer.record(len(block), time.perf_counter() - started)  # .cpu() waits for the device
         first += len(block)
         progress(first / n, f"translated {first}/{n} slices")

@@ -58,10 +58,11 @@ def refine_windows(
     batch_size: int = 1,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    layout: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """Apply ``refiner`` to every window of ``volume`` (z, H, W) and average the overlaps.
 
-    Runs ``batch_size`` windows per forward pass on ``device``; accumulates on the CPU in
+    Runs ``batch_size`` windows per forward pass on ``device`` in memory format ``layout``; accumulates on the CPU in
     float32, so memory is one batch of windows plus two volume-sized buffers.
     """
     if volume.shape[0] != plan.n_slices:
@@ -72,7 +73,7 @@ def refine_windows(
         if cancel is not None:
             cancel.raise_if_cancelled()
         batch = starts[first : first + batch_size]
-        windows = torch.stack([volume[s : s + plan.length] for s in batch])[:, None].to(device)
+        windows = torch.stack([volume[s : s + plan.length] for s in batch])[:, None].to(device, memory_format=layout)
         refined = refiner(windows)[:, 0].float().cpu()
         for start, out in zip(batch, refined):
             total[start : start + plan.length] += out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import DiscriminatorConfig
-from .blocks import init_normal
+from .blocks import InstanceNorm, init_normal
 
 
 class Discriminator(nn.Sequential):
@@ -22,7 +22,7 @@ class Discriminator(nn.Sequential):
         for stride in [2] * (cfg.n_layers - 1) + [1]:
             layers += [
                 nn.Conv2d(c, 2 * c, 4, stride=stride, padding=1),
-                nn.InstanceNorm2d(2 * c),
+                InstanceNorm(2 * c),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
             c *= 2

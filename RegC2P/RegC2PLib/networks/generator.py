@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import GeneratorConfig
-from .blocks import ResidualBlock2d, conv_norm_relu, init_normal
+from .blocks import InstanceNorm, ResidualBlock2d, conv_norm_relu, init_normal
 
 
 class Generator(nn.Sequential):
@@ -19,7 +19,7 @@ class Generator(nn.Sequential):
 
     def __init__(self, cfg: GeneratorConfig) -> None:
         c = cfg.base_channels
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(1, c, 7), nn.InstanceNorm2d(c), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(1, c, 7), InstanceNorm(c), nn.ReLU(inplace=True)]
         for _ in range(cfg.n_downsampling):
             layers += conv_norm_relu(c, 2 * c, stride=2)
             c *= 2
@@ -27,7 +27,7 @@ class Generator(nn.Sequential):
         for _ in range(cfg.n_downsampling):
             layers += [
                 nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1),
-                nn.InstanceNorm2d(c // 2),
+                InstanceNorm(c // 2),
                 nn.ReLU(inplace=True),
             ]
             c //= 2
