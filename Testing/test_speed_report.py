@@ -169,3 +169,14 @@ def test_cpu_without_native_bfloat16_says_so(speed_report: Any) -> None:
     lines = speed_report.verdicts(result)
     assert _verdict(lines, "bfloat16 autocast") == "not measured"
     assert "refuses `--precision bfloat16`" in speed_report.render(result)
+
+
+def test_achieved_throughput_against_the_gemm_peak(speed_report: Any) -> None:
+    result = _result(bf16_s=0.010, adopted=True)
+    assert "GEMM peak: not measured" in speed_report.render(result)
+    result["gemm_peak_gflop_per_s"] = {"float32": 200.0, "bfloat16": 400.0}
+    result["rows"][0]["extra"]["gflop_per_s"] = 100.0
+    result["rows"][1]["extra"]["gflop_per_s"] = 300.0
+    text = speed_report.render(result)
+    assert "- small, float32: 100 GFLOP/s, 50 % of the GEMM peak." in text
+    assert "- small, bfloat16: 300 GFLOP/s, 75 % of the GEMM peak." in text

@@ -66,6 +66,7 @@ from speed_reference import (
     regan_copy,
 )
 from torch.utils import benchmark
+from torch.utils.flop_counter import FlopCounterMode
 
 from RegC2PLib.body import body_mask
 from RegC2PLib.config import preset
@@ -210,6 +211,29 @@ def fresh_inductor_cache() -> Iterator[None]:
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
 
 
+def gemm_peak(bench: Bench, size: int = 2048) -> dict[str, float]:
+    """Measured matrix-multiply throughput (GFLOP/s) of ``size``² float32 and, where native, bfloat16 GEMMs:
+    the ceiling the convolutions' achieved GFLOP/s are set against."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(size, size, generator=gen), torch.rand(size, size, generator=gen)
+    runs = {"float32": lambda: torch.mm(a, b)}
+    if native_bfloat16(CPU):
+        a16, b16 = a.bfloat16(), b.bfloat16()
+        runs["bfloat16"] = lambda: torch.mm(a16, b16)
+    for run in runs.values():
+        run()
+    t = bench.measure(runs)
+    return {key: 2 * size**3 / t[key].median_s / 1e9 for key in runs}
+
+
+def generator_gflop(g: torch.nn.Module, size: int) -> float:
+    """GFLOP of G on one size×size slice (torch's FlopCounterMode: 2 per multiply-add)."""
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        g(torch.zeros(1, 1, size, size))
+    return counter.get_total_flops() / 1e9
+
+
 def generator_rows(bench: Bench, name: str, n: int, batch: int, compile_: bool) -> list[Row]:
     """G alone on ``n`` slices: ours (``batch`` slices per pass, inference mode, the CPU's
     channels_last layout, float32) vs RegGAN's loop, and the variants of G vs ours."""
@@ -235,10 +259,11 @@ def generator_rows(bench: Bench, name: str, n: int, batch: int, compile_: bool) 
         runs["bfloat16"] = lambda: ours(g, torch.channels_last, True)
     outputs = {key: run() for key, run in runs.items()}  # also the warm-up: oneDNN primitives, allocator
     t = bench.measure(runs)
+    gflop = generator_gflop(g, size)
     what = f"G, {batch} slice{'s' if batch > 1 else ''}/pass, inference mode, channels_last"
-    rows = [
-        Row("G", name, "ours", what, n, "slice", t["ours"], t["reference"], extra=net_diff(outputs["ours"], outputs["reference"]))
-    ]
+    rate = {key: gflop * n / t[key].median_s for key in t}  # achieved GFLOP/s
+    ours_extra = {**net_diff(outputs["ours"], outputs["reference"]), "gflop_per_slice": gflop, "gflop_per_s": rate["ours"]}
+    rows = [Row("G", name, "ours", what, n, "slice", t["ours"], t["reference"], extra=ours_extra)]
     # channels_last is timed against the contiguous layout it replaces (speed-up = contiguous / channels_last).
     layout_extra = net_diff(outputs["ours"], outputs["contiguous"])
     rows.append(
@@ -256,7 +281,7 @@ def generator_rows(bench: Bench, name: str, n: int, batch: int, compile_: bool) 
         )
     )
     if "bfloat16" in runs:
-        bf16_extra = net_diff(outputs["bfloat16"], outputs["ours"])
+        bf16_extra = {**net_diff(outputs["bfloat16"], outputs["ours"]), "gflop_per_s": rate["bfloat16"]}
         rows.append(
             Row(
                 "G",
@@ -552,6 +577,8 @@ def main() -> int:
     bench = Bench(args.rounds, args.min_run_time)
     info = machine()
     rows: list[Row] = []
+    log("GEMM peak")
+    peak = gemm_peak(bench)
     presets = [p for p in ("small", "paper") if p in args.presets.split(",")]
     for name in presets:
         log(f"G alone: {name}")
@@ -583,6 +610,7 @@ def main() -> int:
         "timing": {"method": "torch.utils.benchmark.Timer.blocked_autorange, interleaved rounds, median", **asdict(bench)},
         "rows": [r.as_json() for r in rows],
         "tolerance_weights": weights,
+        "gemm_peak_gflop_per_s": peak,
         "tolerance": TOLERANCE.as_dict(),
         "precision_record": precision_summary(),
         "linearity": lin,

@@ -296,6 +296,28 @@ def _row_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _achieved(result: dict[str, Any]) -> list[str]:
+    """G's achieved GFLOP/s per preset and precision against the measured GEMM peak."""
+    peak = result.get("gemm_peak_gflop_per_s")
+    if not peak:
+        return [f"Achieved GFLOP/s against a GEMM peak: {NOT_MEASURED}.", ""]
+    lines = [
+        "Achieved throughput of G (FLOPs counted by torch's FlopCounterMode) against the measured peak of a"
+        " 2048² matrix multiply in the same precision ("
+        + ", ".join(f"{key} {value:.0f} GFLOP/s" for key, value in peak.items())
+        + "):",
+        "",
+    ]
+    for name in dict.fromkeys(r["preset"] for r in rows_of(result, "G")):
+        for key, precision in (("ours", "float32"), ("bfloat16", "bfloat16")):
+            row = find(result, "G", key, name)
+            if row is None or "gflop_per_s" not in row["extra"] or precision not in peak:
+                continue
+            rate = row["extra"]["gflop_per_s"]
+            lines.append(f"- {name}, {precision}: {rate:.0f} GFLOP/s, {100 * rate / peak[precision]:.0f} % of the GEMM peak.")
+    return [*lines, ""]
+
+
 def _tolerance_table(result: dict[str, Any]) -> list[str]:
     lines = [
         "| preset | candidate | compared with | slices | max \\|ΔSUV\\| body | mean \\|ΔSUV\\| body | p99.9 \\|ΔSUV\\| body"
@@ -439,6 +461,7 @@ def render(result: dict[str, Any]) -> str:
         "The first row of each preset is timed against the reference loop, the variants against our float32 G;",
         "`max_abs_net` is the largest difference on the network scale [-1, 1] (1.0 = half the PET range).",
         "",
+        *_achieved(result),
         "## Per-volume translation",
         "",
         *_row_table(rows_of(result, "volume")),

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 from .atomic import write_json
@@ -26,18 +27,19 @@ from .errors import InputError
 from .evaluation import score_loaded, scored_region, summarize
 from .inference import TranslationOptions, translate_volume
 from .inference.acceleration import native_bfloat16
-from .inference.device import device_name
+from .inference.device import device_name, resolve_device
 from .inference.precision_record import RECORD_FORMAT, RECORD_VERSION, TOLERANCE, record_path
 from .model_file import LoadedModel
-from .progress import ProgressCallback, ProgressRange, no_progress
+from .progress import ProgressCallback, no_progress
 from .volume_io import array_view
 
 PAPER_KEYS = ("mae", "ssim", "psnr")
 
 
-def _timed_translation(loaded_ct: Any, model: LoadedModel, options: TranslationOptions) -> tuple[Any, float]:
+def _timed_translation(ct: sitk.Image, model: LoadedModel, options: TranslationOptions) -> tuple[sitk.Image, float]:
+    """The PET of ``ct`` (SUV) and the seconds it took."""
     start = time.perf_counter()
-    pet = translate_volume(loaded_ct, model, options)
+    pet = translate_volume(ct, model, options)
     return pet, time.perf_counter() - start
 
 
@@ -48,7 +50,7 @@ def check_bfloat16(
     progress: ProgressCallback = no_progress,
 ) -> dict[str, Any]:
     """The precision record of ``model`` measured on ``datasets`` (name -> studies with a PET)."""
-    device = torch.device("cpu" if options.device == "auto" else options.device)
+    device = resolve_device(options.device)
     if not native_bfloat16(device):
         raise InputError(f"{device.type} has no native bfloat16 here, so bfloat16 cannot be checked on it; use such a device")
     if model.path is None or not model.sha256:
@@ -64,7 +66,7 @@ def check_bfloat16(
     for name, studies in datasets.items():
         rows, scores32, scores16 = [], [], []
         for study in studies:
-            ProgressRange(progress, done / total, (done + 1) / total)(0.0, f"{name}: {study.name}")
+            progress(done / total, f"{name}: {study.name}")
             loaded = load_study(study)
             pet32, s32 = _timed_translation(loaded.ct, model, f32)
             pet16, s16 = _timed_translation(loaded.ct, model, b16)

@@ -10,9 +10,10 @@ a slow non-oneDNN path (the ``small`` G took 2.3 s per slice instead of 0.035 s 
 float32), so ``bfloat16`` is refused there with a one-line error.
 
 Layout: on CPUs the networks and their inputs are channels_last (NHWC / NDHWC), which
-oneDNN's convolutions run without reordering; with the networks' GroupNorm-based instance
-norm this made G 1.1-1.9× faster in float32 and about 2× in bfloat16 than the contiguous
-layout (docs/benchmark-speed.md). GPUs keep the contiguous layout (not measured here).
+oneDNN's convolutions run without reordering; with the networks' channels_last-friendly
+instance norm (:class:`~RegC2PLib.networks.blocks.InstanceNorm`) G ran about 1.1× faster in
+float32 than in the contiguous layout on an AVX-512/AMX CPU (docs/benchmark-speed.md), and
+bfloat16 only reaches its speed in this layout. GPUs keep the contiguous layout (not measured).
 """
 
 from __future__ import annotations
