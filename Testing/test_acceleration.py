@@ -5,6 +5,7 @@ test_distributed.py.)"""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -38,17 +39,16 @@ def test_bfloat16_of_the_shipped_model_within_tolerance_and_model_left_as_it_was
     """On a phantom, the shipped model's bfloat16 PET is within the precision tolerance of its float32 PET."""
     model = load_model(require_bundled_model())
     ct = generate_case(PhantomConfig(shape=(12, 160, 160)), seed=5).ct
-    f32 = _translate(ct, model, precision="float32")
-    bf16 = _translate(ct, model, precision="bfloat16")
+    f32 = _translate(ct, model, precision="float32", batch_size=4)
+    bf16 = _translate(ct, model, precision="bfloat16", batch_size=4)
     assert bf16.dtype == np.float32 and np.isfinite(bf16).all()
     body = body_mask(sitk.GetArrayViewFromImage(ct), ct.GetSpacing()[::-1])
     diff = np.abs(bf16 - f32)[body]
     assert diff.max() > 0.0  # bfloat16 really ran
     assert diff.mean() <= TOLERANCE.mean_abs_suv and np.percentile(diff, 99.9) <= TOLERANCE.p999_abs_suv
-    # The model keeps float32 weights and float32 results are unchanged (up to the rounding
-    # of another batch size: the first run measured which is fastest).
+    # The model keeps float32 weights and float32 results are unchanged.
     assert all(p.dtype == torch.float32 for p in model.generator.parameters())
-    np.testing.assert_allclose(_translate(ct, model, precision="float32"), f32, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(_translate(ct, model, precision="float32", batch_size=4), f32)
 
 
 def test_channels_last_equals_contiguous(small_model: LoadedModel) -> None:
@@ -58,12 +58,17 @@ def test_channels_last_equals_contiguous(small_model: LoadedModel) -> None:
     slices = torch.rand(3, 1, 64, 64, generator=gen) * 2 - 1
     volume = torch.rand(9, 32, 32, generator=gen) * 2 - 1
     plan = WindowPlan(9, 8, 4)
+    g_flat = copy.deepcopy(small_model.generator).to(memory_format=torch.contiguous_format)
+    g_last = copy.deepcopy(small_model.generator).to(memory_format=torch.channels_last)
+    f_flat = copy.deepcopy(small_model.refiner).to(memory_format=torch.contiguous_format)
+    f_last = copy.deepcopy(small_model.refiner).to(memory_format=torch.channels_last_3d)
     with torch.inference_mode():
-        flat = small_model.generator(slices)
-        last = small_model.generator(slices.contiguous(memory_format=torch.channels_last))
-        one = refine_windows(volume, small_model.refiner, plan, CPU, 2)
-        other = refine_windows(volume, small_model.refiner, plan, CPU, 2, layout=torch.channels_last_3d)
-    assert last.is_contiguous(memory_format=torch.channels_last)
+        flat = g_flat(slices)
+        last = g_last(slices.contiguous(memory_format=torch.channels_last))
+        one = refine_windows(volume, f_flat, plan, CPU, 2)
+        other = refine_windows(volume, f_last, plan, CPU, 2, layout=torch.channels_last_3d)
+        first = g_last[1](g_last[0](slices.contiguous(memory_format=torch.channels_last)))
+    assert first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()  # really channels_last
     torch.testing.assert_close(last, flat, atol=1e-5, rtol=0)
     torch.testing.assert_close(other, one, atol=1e-5, rtol=0)
 
@@ -104,11 +109,12 @@ def test_bfloat16_only_on_cpus_with_native_bfloat16(monkeypatch: pytest.MonkeyPa
     assert resolve_precision("float32", CPU) == torch.float32
 
 
-def _record(model: LoadedModel, adopted: bool, sha256: str | None = None) -> dict[str, object]:
+def _record(model: LoadedModel, adopted: object, sha256: str | None = None, device: str = "cpu") -> dict[str, object]:
     return {
         "format": "regc2p-precision-record",
         "version": 1,
         "model_sha256": sha256 or model.sha256,
+        "measured": {"device": device},
         "bfloat16": {"adopted": adopted},
     }
 
@@ -128,12 +134,15 @@ def test_auto_precision_follows_the_model_files_record(
         (_record(model, True), torch.bfloat16),
         (_record(model, False), torch.float32),
         (_record(model, True, sha256="0" * 64), torch.float32),  # another model's record
+        (_record(model, True, device="cuda"), torch.float32),  # measured on another kind of device
+        (_record(model, "yes"), torch.float32),
+        ({**_record(model, True), "bfloat16": True}, torch.float32),  # malformed
     ]
     for content, expected in cases:
         record.write_text(json.dumps(content), encoding="utf-8")
         assert resolve_precision("auto", CPU, model) == expected
     record.write_text(json.dumps(_record(model, True))[:-5], encoding="utf-8")  # damaged
-    assert not bfloat16_adopted(model) and resolve_precision("auto", CPU, model) == torch.float32
+    assert not bfloat16_adopted(model, CPU) and resolve_precision("auto", CPU, model) == torch.float32
     record.write_text(json.dumps(_record(model, True)), encoding="utf-8")
     monkeypatch.setattr(acceleration, "native_bfloat16", lambda device: False)
     assert resolve_precision("auto", CPU, model) == torch.float32  # no native bfloat16
@@ -168,7 +177,7 @@ def test_cli_precision_option(tmp_path: Path, ct_file: Path, small_model_file: P
     outputs = {}
     for precision in PRECISIONS:
         out = tmp_path / f"pet-{precision}.nrrd"
-        argv = ["translate", "--ct", str(ct_file), "--model", str(small_model_file), "--out", str(out)]
+        argv = ["translate", "--ct", str(ct_file), "--model", str(small_model_file), "--out", str(out), "--batch-size", "4"]
         assert main([*argv, "--device", "cpu", "--progress", "none", "--precision", precision]) == 0
         outputs[precision] = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
     assert not np.array_equal(outputs["bfloat16"], outputs["float32"])
@@ -209,7 +218,7 @@ def test_precision_check_writes_the_record_auto_reads(tmp_path: Path, small_mode
     over = any(r["mean_abs_suv_body"] > TOLERANCE.mean_abs_suv or r["p999_abs_suv_body"] > TOLERANCE.p999_abs_suv for r in rows)
     over = over or max(result["datasets"]["phantoms"]["paper_relative"].values()) > TOLERANCE.paper_relative
     assert result["adopted"] is (not over) and bool(result["reasons"]) is over
-    assert bfloat16_adopted(model) is result["adopted"]
+    assert bfloat16_adopted(model, CPU) is result["adopted"]
     expected = torch.bfloat16 if result["adopted"] else torch.float32
     assert resolve_precision("auto", CPU, model) == expected
 
@@ -220,3 +229,23 @@ def test_precision_check_needs_native_bfloat16(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr("RegC2PLib.precision_check.native_bfloat16", lambda device: False)
     with pytest.raises(InputError, match="no native bfloat16"):
         check_bfloat16(load_model(small_model_file), {"none": []}, TranslationOptions(device="cpu"))
+
+
+def test_precision_check_refuses_a_study_without_body(
+    monkeypatch: pytest.MonkeyPatch, small_model_file: Path, tiny_phantoms: Path
+) -> None:
+    """A study whose scored slices hold no body cannot be compared: a one-line error names it."""
+    from RegC2PLib import precision_check
+    from RegC2PLib.data.studies import discover_studies
+
+    monkeypatch.setattr(precision_check, "native_bfloat16", lambda device: True)
+    real_region = precision_check.scored_region
+
+    def no_body(loaded):  # type: ignore[no-untyped-def]
+        keep, body = real_region(loaded)
+        return keep, np.zeros_like(body)
+
+    monkeypatch.setattr(precision_check, "scored_region", no_body)
+    studies, _ = discover_studies(tiny_phantoms)
+    with pytest.raises(InputError, match=rf"phantoms/{studies[0].name}: no body .*leave it out"):
+        precision_check.check_bfloat16(load_model(small_model_file), {"phantoms": studies}, TranslationOptions(device="cpu"))

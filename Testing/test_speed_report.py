@@ -42,11 +42,12 @@ def _row(
     }
 
 
-def _record(adopted: bool) -> dict[str, Any]:
+def _record(adopted: bool, preset: str = "small") -> dict[str, Any]:
     """The summary of a precision record as speed.py embeds it."""
     worst = {"mean_abs_suv_body": 0.01, "p999_abs_suv_body": 0.1 if adopted else 0.5, "paper_relative": 0.001}
     return {
-        "model": "default.safetensors",
+        "model": f"{preset}.safetensors",
+        "preset": preset,
         "model_sha256": "ab" * 32,
         "measured": {"date": "2026-12-02", "device": "cpu", "processor": "test CPU", "torch": "x"},
         "command": "precision.py",
@@ -62,9 +63,14 @@ def _suv(mean: float) -> dict[str, float]:
     return {"max_abs_suv_body": 10 * mean, "mean_abs_suv_body": mean, "p999_abs_suv_body": 5 * mean, "mae_paper_units": mean}
 
 
-def _result(bf16_s: float, adopted: bool | None) -> dict[str, Any]:
+def _result(bf16_s: float, adopted: bool | None, paper_adopted: bool | None = None) -> dict[str, Any]:
     """A small result: G in float32 and bfloat16, the refiner, paper-preset translations of a
-    real CT, and (unless ``adopted`` is None) the shipped model's precision record."""
+    real CT, and (unless None) precision records of a small and a paper model."""
+    records = {}
+    if adopted is not None:
+        records["small"] = _record(adopted)
+    if paper_adopted is not None:
+        records["paper"] = _record(paper_adopted, "paper")
     return {
         "command": "speed.py",
         "args": {"paper_slices": 10, "g_slices": 16},
@@ -80,7 +86,7 @@ def _result(bf16_s: float, adopted: bool | None) -> dict[str, Any]:
         },
         "timing": {"method": "Timer", "rounds": 3, "min_run_time_s": 0.5},
         "tolerance": {"mean_abs_suv": 0.02, "p999_abs_suv": 0.2, "paper_relative": 0.005},
-        "precision_record": None if adopted is None else _record(adopted),
+        "precision_records": records,
         "tolerance_weights": "untrained",
         "rows": [
             _row("G", "ours", 0.020, 0.025, {"max_abs_net": 0.0, "mean_abs_net": 0.0}),
@@ -121,7 +127,7 @@ def test_bfloat16_verdict_follows_speed_and_the_precision_record(speed_report: A
 
 
 def test_goals_follow_the_numbers(speed_report: Any) -> None:
-    result = _result(bf16_s=0.010, adopted=True)
+    result = _result(bf16_s=0.010, adopted=True, paper_adopted=True)
     result["memory"] = {
         "shape_xyz": "512x512x300",
         "seconds": 6.0,
@@ -134,8 +140,11 @@ def test_goals_follow_the_numbers(speed_report: Any) -> None:
     assert "refine overlap" in text and "5.2× in bfloat16" in text
     assert "512×512×300 CT under 15 s: **met** — 6.0 s" in text
     assert "never slower than RegGAN's loop: **missed** — slowest case 0.945×" in text
-    # Without an adopted precision record, only float32 counts: 1.2× misses 3× by 1.8×.
-    refused = _result(bf16_s=0.010, adopted=False)
+    # bfloat16 counts for the paper preset only with an adopting record of a paper model:
+    # otherwise float32 counts, and 1.2× misses 3× by 1.8×.
+    small_only = _result(bf16_s=0.010, adopted=True)
+    assert "**missed** — 1.2× in float32, by 1.80×" in "\n".join(speed_report.goal_lines(small_only))
+    refused = _result(bf16_s=0.010, adopted=True, paper_adopted=False)
     refused["memory"] = {**result["memory"], "seconds": 20.0}
     text = "\n".join(speed_report.goal_lines(refused))
     assert "**missed** — 1.2× in float32, by 1.80×" in text
@@ -157,7 +166,7 @@ def test_report_says_not_measured_for_missing_numbers(speed_report: Any) -> None
     del result["rows"][0]["ours_iqr_s"]
     text = speed_report.render(result)
     assert "accuracy not measured" in text
-    assert "No precision record for the shipped model" in text
+    assert "No precision record for a trained model" in text
     assert "Not measured in this run (`benchmarks/speed.py --memory`)." in text
     assert "512×512×300 CT under 15 s: not measured" in text
 

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     studies, _ = discover_studies(args.data)
     test = select(studies, read_manifest(args.split), "test") if args.split else studies
     full_grid, crop_grid = SliceGrid.__dict__["for_model"], cropped_grids(args.min_size)
-    options = TranslationOptions(refine=args.refine, device="cpu")
+    options = TranslationOptions(refine=args.refine, device="cpu", precision="float32")
     records = []
     for study in test:
         loaded = load_study(study)

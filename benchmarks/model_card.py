@@ -43,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import HuLookup
 
 ROOT = Path(__file__).resolve().parents[1]
+# The card states float32 figures (on CPUs with native bfloat16, `auto` would run the model in bfloat16).
+FLOAT32 = TranslationOptions(precision="float32")
 # Organs of the anatomy and drawn phantoms reported per organ (Tissue numbering of organs.nii.gz).
 ORGANS = (
     Tissue.LIVER, Tissue.SPLEEN, Tissue.KIDNEY, Tissue.BLADDER, Tissue.MYOCARDIUM, Tissue.BLOOD, Tissue.MUSCLE,
@@ -69,7 +71,7 @@ def sarcoma(model, real: Path, manifest: Path) -> dict[str, dict[str, float]]:
     split = read_manifest(manifest)
     lookup = HuLookup.fit(select(studies, split, "train"))
     test = select(studies, split, "test")
-    options = TranslationOptions()
+    options = FLOAT32
     intensity = model.config.intensity
     return {
         "model": summarize([evaluate_study(s, model, options) for s in test]),
@@ -91,7 +93,7 @@ def intracranial(hu: np.ndarray) -> np.ndarray:
 def headneck(model, real: Path) -> dict[str, dict[str, float]]:
     """Per study: SUV bias in the body, brain mean SUV (model and real), largest SUV outside the body."""
     result = {}
-    options = TranslationOptions()
+    options = FLOAT32
     for study in discover_studies(real / "headneck")[0]:
         loaded = load_study(study)
         pred = translate_volume(loaded.ct, model, options)
@@ -129,7 +131,7 @@ def anatomy_phantoms(model, anatomy: Path, cases: int) -> dict[str, list[float]]
     sums: dict[str, list[float]] = {}
     for i in range(cases):
         case = maker(i, case_seed(HELD_OUT_SEED, i))
-        pred = array_view(translate_volume(case.ct, model, TranslationOptions()))
+        pred = array_view(translate_volume(case.ct, model, FLOAT32))
         ref = array_view(resample_onto(case.pet_aligned, case.ct))
         for name, (m, r) in organ_means(pred, ref, array_view(case.organs), array_view(case.lesions)).items():
             sums.setdefault(name, []).append((m, r))
@@ -139,7 +141,7 @@ def anatomy_phantoms(model, anatomy: Path, cases: int) -> dict[str, list[float]]
 def drawn_phantom(model) -> dict[str, object]:
     """``regc2p demo``'s phantom (seed 2024): paper MAE and SUV figures, organ means."""
     case = generate_case(PhantomConfig(), 2024)
-    pred = array_view(translate_volume(case.ct, model, TranslationOptions()))
+    pred = array_view(translate_volume(case.ct, model, FLOAT32))
     ref = array_view(resample_onto(case.pet_aligned, case.ct))
     body = body_mask(array_view(case.ct), case.ct.GetSpacing()[::-1])
     scores = score_volume("demo", pred, ref, body, model.config.intensity, array_view(case.lesions))

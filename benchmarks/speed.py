@@ -177,7 +177,7 @@ def tolerance_model(name: str) -> tuple[LoadedModel, str]:
     """The trained quality-run model when present and of preset ``name``, else :func:`bench_model`."""
     if TRAINED_MODEL.is_file():
         model = load_model(TRAINED_MODEL)
-        if model.config.preset_name() == name and model.refiner is not None:
+        if model.config.preset_name == name and model.refiner is not None:
             return model, f"trained ({TRAINED_MODEL.relative_to(ROOT)})"
     return bench_model(name), "untrained (N(0, 0.02) weights, refiner output layer N(0, 0.02))"
 
@@ -435,11 +435,12 @@ def tolerance_rows(bench: Bench, name: str, n: int) -> list[Row]:
     ]
 
 
-def precision_summary() -> dict[str, Any] | None:
-    """The shipped model's precision record (``benchmarks/precision.py``), without the per-study rows."""
-    if not BUNDLED_MODEL.is_file():
+def precision_summary(path: Path) -> dict[str, Any] | None:
+    """The precision record of the model file at ``path`` (``benchmarks/precision.py``), without
+    the per-study rows; None when the file or its record is missing."""
+    if not path.is_file():
         return None
-    model = load_model(BUNDLED_MODEL)
+    model = load_model(path)
     record = read_record(model)
     if record is None:
         return None
@@ -447,8 +448,10 @@ def precision_summary() -> dict[str, Any] | None:
     datasets = {
         name: {"studies": len(d["studies"]), "paper_relative": d["paper_relative"]} for name, d in result["datasets"].items()
     }
+    where = path.resolve()
     return {
-        "model": record["model"],
+        "model": str(where.relative_to(ROOT)) if where.is_relative_to(ROOT) else where.name,
+        "preset": model.config.preset_name,
         "model_sha256": record["model_sha256"],
         "measured": record["measured"],
         "command": record.get("command"),
@@ -569,6 +572,11 @@ def main() -> int:
     parser.add_argument(
         "--real-ct", type=Path, help="also translate this real CT (its central slices, as many as the synthetic run's)"
     )
+    parser.add_argument(
+        "--paper-model",
+        type=Path,
+        help="a trained paper-preset model file whose precision record decides whether bfloat16 counts for that preset",
+    )
     parser.add_argument("--out-json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     args = parser.parse_args()
 
@@ -612,7 +620,10 @@ def main() -> int:
         "tolerance_weights": weights,
         "gemm_peak_gflop_per_s": peak,
         "tolerance": TOLERANCE.as_dict(),
-        "precision_record": precision_summary(),
+        # Whether bfloat16 may count for a preset: the record of a trained model of that preset.
+        "precision_records": {
+            r["preset"]: r for r in (precision_summary(p) for p in (BUNDLED_MODEL, args.paper_model) if p) if r is not None
+        },
         "linearity": lin,
         "memory": memory,
         "total_seconds": time.perf_counter() - _START,

@@ -28,27 +28,10 @@ LINEAR_R2 = 0.99  # R² of the line t = a + b·n above which time is called line
 GOAL_PAPER_NONE, GOAL_PAPER_OVERLAP, GOAL_SMALL_SECONDS, GOAL_SHAPE = 3.0, 2.0, 15.0, (512, 300)
 NOT_MEASURED = "not measured"
 
-# Results written before rows carried a ``variant``: (section, text in the label, variant).
-_LEGACY_VARIANTS = (
-    ("G", "G, ", "ours"),
-    ("G", "channels_last (float32)", "channels_last"),
-    ("G", "bfloat16 + channels_last", "bfloat16_channels_last"),
-    ("G", "bfloat16 autocast", "bfloat16"),
-    ("G", "torch.compile", "compile"),
-    ("volume", "CT ", "translate-overlap-float32"),
-    ("volume", "refiner only", "refiner"),
-    ("tolerance", "batched", "batched"),
-    ("tolerance", "bfloat16", "bfloat16"),
-    ("training", "stage 1", "stage1"),
-    ("training", "stage 2", "stage2"),
-)
-
 
 def variant(row: dict[str, Any]) -> str:
     """The row's variant key (``ours``, ``bfloat16``, ``refiner``, ...)."""
-    if "variant" in row:
-        return row["variant"]
-    return next((v for section, text, v in _LEGACY_VARIANTS if row["section"] == section and text in row["what"]), row["what"])
+    return row["variant"]
 
 
 def rows_of(result: dict[str, Any], section: str) -> list[dict[str, Any]]:
@@ -77,6 +60,11 @@ def pace(ratio: float | None) -> str:
     if ratio < 1 - SPEED_MARGIN:
         return "slower"
     return "no measurable difference"
+
+
+def record_of(result: dict[str, Any], preset: str) -> dict[str, Any] | None:
+    """The precision record summary of the trained model of ``preset`` in the result, if any."""
+    return result.get("precision_records", {}).get(preset)
 
 
 def within_tolerance(extra: dict[str, float], tolerance: dict[str, float]) -> bool:
@@ -133,19 +121,19 @@ def _bfloat16_verdicts(result: dict[str, Any], presets: list[str]) -> Iterable[s
             "emulates it tens of times slower, so `translate` refuses `--precision bfloat16` here."
         )
         return
-    record = result.get("precision_record")
     for name in presets:
         if (g := find(result, "G", "bfloat16", name)) is None:
             continue
+        record = record_of(result, name)
         faster = pace(g["ratio"]) == "faster"
         reasons = [] if faster else [f"G is not faster ({fmt(g['ratio'], 2)}×)"]
         if record is None:
-            accuracy = "no precision record for the shipped model"
+            accuracy = f"no precision record for a trained {name} model"
             reasons.append("accuracy not measured")
         else:
             w = record["worst"]
             accuracy = (
-                f"shipped model on {sum(d['studies'] for d in record['datasets'].values())} real and phantom studies:"
+                f"{record['model']} on {sum(d['studies'] for d in record['datasets'].values())} real and phantom studies:"
                 f" worst mean |ΔSUV| {w['mean_abs_suv_body']:.3f}, p99.9 {w['p999_abs_suv_body']:.2f}, paper metrics"
                 f" {100 * w['paper_relative']:.2f} %"
             )
@@ -207,7 +195,7 @@ def _met(ok: bool) -> str:
 
 def goal_lines(result: dict[str, Any]) -> list[str]:
     """One bullet per goal of the speed work, met or missed (and by how much), from the numbers."""
-    record = result.get("precision_record")
+    record = record_of(result, "paper")
     bf16_ok = record is not None and record["adopted"]
     lines = []
     for refine, goal in (("none", GOAL_PAPER_NONE), ("overlap", GOAL_PAPER_OVERLAP)):
@@ -226,7 +214,7 @@ def goal_lines(result: dict[str, Any]) -> list[str]:
         precision = variant(best).rsplit("-", 1)[1]
         ok = best["ratio"] >= goal
         by = "" if ok else f", by {goal - best['ratio']:.2f}×"
-        within = " (bfloat16 within the tolerance on the shipped model's record)" if precision == "bfloat16" else ""
+        within = f" (within the tolerance on the record of {record['model']})" if record and precision == "bfloat16" else ""
         lines.append(
             f"- Paper preset, refine {refine}, real CT ({best['what'].split(' → ')[0]}), ≥ {goal:g}× RegGAN's loop:"
             f" **{_met(ok)}** — {fmt(best['ratio'], 3)}× in {precision}{within}{by}."
@@ -335,31 +323,33 @@ def _tolerance_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _precision_record(result: dict[str, Any]) -> list[str]:
-    record = result.get("precision_record")
-    if record is None:
-        return ["No precision record for the shipped model (`benchmarks/precision.py` writes it).", ""]
-    w, tol = record["worst"], record["tolerance"]
-    lines = [
-        f"The shipped model's precision record (`{record['model']}`, SHA-256 `{record['model_sha256'][:16]}…`, measured"
-        f" {record['measured']['date']} on {record['measured']['processor']} by"
-        f" `{record.get('command') or 'benchmarks/precision.py'}`):"
-        f" bfloat16 vs float32 on every study, {'adopted' if record['adopted'] else 'not adopted'}.",
-        "",
-        "| dataset | studies | largest relative change of a paper metric |",
-        "|---|---|---|",
-        *(
-            f"| {name} | {d['studies']} | {100 * max(d['paper_relative'].values()):.3f} % |"
-            for name, d in record["datasets"].items()
-        ),
-        "",
-        f"Worst study: mean |ΔSUV| in the body {w['mean_abs_suv_body']:.4f} (tolerance {tol['mean_abs_suv']}), 99.9th"
-        f" percentile {w['p999_abs_suv_body']:.3f} (tolerance {tol['p999_abs_suv']}); paper metrics"
-        f" {100 * w['paper_relative']:.3f} % (tolerance {100 * tol['paper_relative']:.1f} %).",
-        "",
-    ]
-    if record["reasons"]:
-        lines[-2:-1] = [lines[-2], "", "Outside the tolerance: " + "; ".join(record["reasons"]) + "."]
+def _precision_records(result: dict[str, Any]) -> list[str]:
+    records = result.get("precision_records", {})
+    if not records:
+        return ["No precision record for a trained model (`benchmarks/precision.py` writes them).", ""]
+    lines: list[str] = []
+    for preset, record in records.items():
+        w, tol = record["worst"], record["tolerance"]
+        lines += [
+            f"Precision record of `{record['model']}` ({preset} preset, SHA-256 `{record['model_sha256'][:16]}…`, measured"
+            f" {record['measured']['date']} on {record['measured']['processor']} by"
+            f" `{record.get('command') or 'benchmarks/precision.py'}`): bfloat16 vs float32 on every study,"
+            f" {'adopted' if record['adopted'] else 'not adopted'}.",
+            "",
+            "| dataset | studies | largest relative change of a paper metric |",
+            "|---|---|---|",
+            *(
+                f"| {name} | {d['studies']} | {100 * max(d['paper_relative'].values()):.3f} % |"
+                for name, d in record["datasets"].items()
+            ),
+            "",
+            f"Worst study: mean |ΔSUV| in the body {w['mean_abs_suv_body']:.4f} (tolerance {tol['mean_abs_suv']}), 99.9th"
+            f" percentile {w['p999_abs_suv_body']:.3f} (tolerance {tol['p999_abs_suv']}); paper metrics"
+            f" {100 * w['paper_relative']:.3f} % (tolerance {100 * tol['paper_relative']:.1f} %).",
+            "",
+        ]
+        if record["reasons"]:
+            lines += ["Outside the tolerance: " + "; ".join(record["reasons"]) + ".", ""]
     return lines
 
 
@@ -407,13 +397,7 @@ def _memory(result: dict[str, Any]) -> list[str]:
 
 
 def _timing_method(result: dict[str, Any]) -> str:
-    timing = result.get("timing")
-    if timing is None:
-        return (
-            "Times are single wall-clock runs: this result was written before the benchmark timed with"
-            " `torch.utils.benchmark.Timer` (spreads not measured), while its reference G still ran with autograd on,"
-            " and before the tolerance check timed the reference loop (its batched row reads 1× for that reason)."
-        )
+    timing = result["timing"]
     return (
         f"Times are medians (± interquartile range) over the timed blocks of `Timer.blocked_autorange`"
         f" (at least {timing['min_run_time_s']} s per block set), {timing['rounds']} rounds in which the compared"
@@ -429,8 +413,9 @@ def render(result: dict[str, Any]) -> str:
         "",
         "Measured by `benchmarks/speed.py` (numbers in `benchmarks/results/speed.json`), written by",
         "`benchmarks/speed_report.py`. Ours = the project's code path; reference = the same networks driven the",
-        "way RegGAN's test and training code drive them (`benchmarks/speed_reference.py`: one slice at a time,",
-        "float32, refiner one window at a time, batch-1 training steps). Speed-up = reference time / our time.",
+        "way RegGAN's test and training code drive them (`benchmarks/speed_reference.py`: the same weights in",
+        "PyTorch's InstanceNorm layers and the contiguous layout, one slice at a time, float32, refiner one window",
+        "at a time, batch-1 training steps). Speed-up = reference time / our time.",
         _timing_method(result),
         "",
         f"- Command: `{result['command']}`",
@@ -468,8 +453,8 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"The `paper` preset runs {args['paper_slices']} slices here (G alone: {max(2, int(args['g_slices']) // 8)}):"
         " one 256×256 slice of its G costs about 97 GFLOP. The |ΔSUV| notes compare with the reference loops'"
-        " float32 PET, with untrained weights (how far bfloat16 moves a *trained* model's PET is the precision record"
-        " below).",
+        " float32 PET, with untrained weights (how far bfloat16 moves a *trained* model's PET is in the precision"
+        " records below).",
         "",
         "## Tolerance against float32",
         "",
@@ -478,7 +463,7 @@ def render(result: dict[str, Any]) -> str:
         "",
         *_tolerance_table(result),
         "",
-        *_precision_record(result),
+        *_precision_records(result),
         "## Training throughput (slices per second)",
         "",
         *_training_table(result),

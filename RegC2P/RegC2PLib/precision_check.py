@@ -12,6 +12,7 @@ change. bfloat16 is adopted when every study and every dataset is within
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -43,6 +44,13 @@ def _timed_translation(ct: sitk.Image, model: LoadedModel, options: TranslationO
     return pet, time.perf_counter() - start
 
 
+def _relative(value: float, reference: float) -> float:
+    """|value − reference| / |reference|; 0 when both are equal (also 0 and 0), inf otherwise for a 0 reference."""
+    if value == reference:
+        return 0.0
+    return abs(value - reference) / abs(reference) if reference else math.inf
+
+
 def check_bfloat16(
     model: LoadedModel,
     datasets: Mapping[str, Sequence[Study]],
@@ -68,11 +76,13 @@ def check_bfloat16(
         for study in studies:
             progress(done / total, f"{name}: {study.name}")
             loaded = load_study(study)
+            keep, body = scored_region(loaded)
+            if not body.any():
+                raise InputError(f"{name}/{study.name}: no body inside the PET's field of view to compare; leave it out")
             pet32, s32 = _timed_translation(loaded.ct, model, f32)
             pet16, s16 = _timed_translation(loaded.ct, model, b16)
-            keep, body = scored_region(loaded)
             delta = np.abs(array_view(pet16)[keep] - array_view(pet32)[keep])
-            inside = delta[body] if body.any() else delta.ravel()
+            inside = delta[body]
             row = {
                 "study": study.name,
                 "mean_abs_suv_body": float(inside.mean()),
@@ -90,7 +100,7 @@ def check_bfloat16(
             scores16.append(score_loaded(study.name, loaded, pet16, model.config.intensity))
             done += 1
         pooled32, pooled16 = summarize(scores32), summarize(scores16)
-        relative = {k: abs(pooled16[k] - pooled32[k]) / abs(pooled32[k]) for k in PAPER_KEYS}
+        relative = {k: _relative(pooled16[k], pooled32[k]) for k in PAPER_KEYS}
         reasons += [
             f"{name}: paper {k.upper()} changed by {100 * r:.2f} % > {100 * TOLERANCE.paper_relative:.1f} %"
             for k, r in relative.items()

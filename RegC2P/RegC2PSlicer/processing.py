@@ -28,6 +28,7 @@ import slicer
 from RegC2PLib.commands.options import as_arguments
 from RegC2PLib.errors import InputError, RegC2PError, one_line
 from RegC2PLib.inference import TranslationOptions, translate_volume
+from RegC2PLib.inference.translate import PRECISION_KEY
 from RegC2PLib.model_file import LoadedModel, file_sha256, load_model, read_config
 from RegC2PLib.progress import CancelToken, ProgressCallback, no_progress
 from RegC2PLib.volume_io import check_ct
@@ -65,11 +66,13 @@ class RunSettings:
         return as_arguments(self.translation)
 
 
-def _provenance(model_path: Path | None, sha256: str, settings: RunSettings) -> dict[str, str]:
+def _provenance(model_path: Path | None, sha256: str, settings: RunSettings, pet: sitk.Image) -> dict[str, str]:
+    """What made the PET: the model, the refinement and the precision the networks ran in."""
     options = settings.translation
     return {
         "Model": model_path.name if model_path else "(in memory)",
         "ModelSHA256": sha256,
+        "Precision": pet.GetMetaData(PRECISION_KEY) if pet.HasMetaDataKey(PRECISION_KEY) else "unknown",
         "Refine": options.refine,
         "Window": str(options.window or "model default"),
         "Stride": str(options.stride or "model default"),
@@ -117,7 +120,8 @@ def process(
     pet = translate_volume(ct, loaded_model, settings.translation, progress, cancel)
     if cancel is not None:
         cancel.raise_if_cancelled()
-    return _finish(ct_node, output_node, pet, settings, _provenance(loaded_model.path, loaded_model.sha256, settings))
+    provenance = _provenance(loaded_model.path, loaded_model.sha256, settings, pet)
+    return _finish(ct_node, output_node, pet, settings, provenance)
 
 
 @dataclass
@@ -197,7 +201,7 @@ class BackgroundTranslation:
             if output is not None and scene.GetNodeByID(output.GetID()) is not output:
                 output = None  # deleted meanwhile: make a new one
             pet = sitk.ReadImage(str(self._workdir / "pet.nrrd"))
-            provenance = _provenance(self._model_path, self._model_sha256, self.settings)
+            provenance = _provenance(self._model_path, self._model_sha256, self.settings, pet)
             self.result_node = _finish(self.ct_node, output, pet, self.settings, provenance)
             self._state = JobState("succeeded", 1.0, f"done: {self.result_node.GetName()}", details=details)
         except Exception as exc:

@@ -3,7 +3,7 @@
 ``precision``: ``float32``; ``bfloat16`` (convolutions in bfloat16 through
 :func:`torch.autocast`, weights stay float32, results are float32); or ``auto`` (the
 default): bfloat16 where the device has native bfloat16 arithmetic *and* this model file's
-precision record (:mod:`.precision_record`) says bfloat16 kept its PET within the tolerance
+precision record, measured on the same kind of device, (:mod:`.precision_record`) says bfloat16 kept its PET within the tolerance
 of float32 on real and phantom studies; float32 everywhere else. On a CPU without native
 bfloat16 (no AVX512-BF16 or AMX, e.g. an AVX2-only processor) PyTorch emulates it through
 a slow non-oneDNN path (the ``small`` G took 2.3 s per slice instead of 0.035 s in
@@ -11,8 +11,8 @@ float32), so ``bfloat16`` is refused there with a one-line error.
 
 Layout: on CPUs the networks and their inputs are channels_last (NHWC / NDHWC), which
 oneDNN's convolutions run without reordering; with the networks' channels_last-friendly
-instance norm (:class:`~RegC2PLib.networks.blocks.InstanceNorm`) G ran about 1.1× faster in
-float32 than in the contiguous layout on an AVX-512/AMX CPU (docs/benchmark-speed.md), and
+instance norm (:class:`~RegC2PLib.networks.blocks.InstanceNorm`) G ran 1.0-1.1× as fast in
+float32 as in the contiguous layout on an AVX-512/AMX CPU (docs/benchmark-speed.md), and
 bfloat16 only reaches its speed in this layout. GPUs keep the contiguous layout (not measured).
 """
 
@@ -45,7 +45,7 @@ def resolve_precision(precision: str, device: torch.device, model: LoadedModel |
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "auto":
-        adopted = model is not None and native_bfloat16(device) and bfloat16_adopted(model)
+        adopted = model is not None and native_bfloat16(device) and bfloat16_adopted(model, device)
         return torch.bfloat16 if adopted else torch.float32
     if precision == "bfloat16" and device.type == "mps":
         raise InputError("bfloat16 is not supported on Apple MPS here; use --precision float32")

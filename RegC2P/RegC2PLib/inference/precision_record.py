@@ -5,8 +5,9 @@ moves from the float32 PET depends on the weights: it is measured per model file
 (:func:`RegC2PLib.precision_check.check_bfloat16`, run by ``benchmarks/precision.py``) on
 real and phantom studies and written beside the model (``default.safetensors`` ->
 ``default.precision.json``). ``--precision auto`` uses bfloat16 only when the record
-names this very file (its SHA-256) and says every figure was within :data:`TOLERANCE`;
-a missing, stale (other SHA-256) or unreadable record means float32.
+names this very file (its SHA-256), was measured on the same kind of device (``cpu`` or
+``cuda``: their bfloat16 kernels round differently) and says every figure was within
+:data:`TOLERANCE`; a missing, stale (other SHA-256) or unreadable record means float32.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..model_file import LoadedModel
 
@@ -58,7 +61,13 @@ def read_record(model: LoadedModel) -> dict[str, Any] | None:
     return record if record.get("model_sha256") == model.sha256 else None
 
 
-def bfloat16_adopted(model: LoadedModel) -> bool:
-    """Whether ``model``'s record says bfloat16 stayed within the tolerance on every study."""
+def bfloat16_adopted(model: LoadedModel, device: torch.device) -> bool:
+    """Whether ``model``'s record, measured on a ``device.type`` device, says bfloat16 stayed
+    within the tolerance on every study."""
     record = read_record(model)
-    return record is not None and record.get("bfloat16", {}).get("adopted") is True
+    if record is None:
+        return False
+    measured, result = record.get("measured"), record.get("bfloat16")
+    if not isinstance(measured, dict) or not isinstance(result, dict):
+        return False
+    return measured.get("device") == device.type and result.get("adopted") is True

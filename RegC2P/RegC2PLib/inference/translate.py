@@ -47,6 +47,7 @@ from .windows import WindowPlan, refine_windows
 
 # Share of the progress bar each step gets (translation dominates the run time).
 _TRANSLATE, _REFINE = 0.75, 0.95
+PRECISION_KEY = "regc2p_precision"  # image metadata: the precision the networks ran in
 _WRITE_BLOCK = 16  # model-grid slices mapped back to the CT per step (bounds the temporaries)
 
 
@@ -118,7 +119,9 @@ def translate_volume(
     if bad:  # finite CT and weights are checked on input: this is the last line of defence
         raise ModelFileError(f"the model produced {bad} NaN or infinite PET voxels for this CT; nothing was written")
     pet = image_like(stored, ct)  # exactly the CT's grid
-    progress(1.0, f"done ({device.type}, {str(dtype).removeprefix('torch.')})")
+    precision = str(dtype).removeprefix("torch.")
+    pet.SetMetaData(PRECISION_KEY, precision)  # kept by NRRD/MHA files: the Slicer glue records it
+    progress(1.0, f"done ({device.type}, {precision})")
     return pet
 
 
