@@ -76,7 +76,7 @@ def child(args: argparse.Namespace) -> dict[str, float | int | str]:
 
     from RegC2PLib.config import preset
     from RegC2PLib.inference import TranslationOptions, translate_volume
-    from RegC2PLib.inference.acceleration import resolve_precision
+    from RegC2PLib.inference.translate import PRECISION_KEY
     from RegC2PLib.model_file import bundled_model_path, load_model, new_model
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -96,7 +96,7 @@ def child(args: argparse.Namespace) -> dict[str, float | int | str]:
         "orientation": args.orientation,
         "batch_size": args.batch_size or "measured",
         "model": shipped.name if shipped else "untrained small",
-        "precision": str(resolve_precision(args.precision, torch.device("cpu"), model)).removeprefix("torch."),
+        "precision": pet.GetMetaData(PRECISION_KEY),  # what the networks ran in
         "torch_threads": torch.get_num_threads(),
         "rss_after_imports_mib": round(rss_after_imports, 1),
         "rss_after_ct_mib": round(rss_after_ct, 1),

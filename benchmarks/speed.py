@@ -413,9 +413,10 @@ def suv_errors(out: np.ndarray, against: np.ndarray, body: np.ndarray, suv_max: 
     }
 
 
-def tolerance_rows(bench: Bench, name: str, n: int) -> list[Row]:
-    """Batched float32 translation vs the reference loops on a phantom of ``n`` slices (same output expected)."""
-    model, _ = tolerance_model(name)
+def tolerance_rows(bench: Bench, name: str, n: int) -> tuple[list[Row], str]:
+    """Batched float32 translation vs the reference loops on a phantom of ``n`` slices (same output
+    expected); the rows and which weights were used."""
+    model, weights = tolerance_model(name)
     reference = reference_of(model)
     size = model.config.image_size
     case = generate_case(PhantomConfig(shape=(n, 2 * size, 2 * size)), seed=7)
@@ -430,9 +431,10 @@ def tolerance_rows(bench: Bench, name: str, n: int) -> list[Row]:
     t = bench.measure(runs)
     batched = suv_errors(out["float32"], out["reference"], body, model.config.intensity.pet_suv_max)
     label = "batched windows + batched G, channels_last, vs reference loop"
-    return [
+    rows = [
         Row("tolerance", name, "batched", label, n, "slice", t["float32"], t["reference"], "reference loop (float32)", batched)
     ]
+    return rows, weights
 
 
 def precision_summary(path: Path) -> dict[str, Any] | None:
@@ -601,8 +603,8 @@ def main() -> int:
         if args.real_ct is not None:
             rows += volume_rows(bench, name, real_ct(args.real_ct, n), f"real ({args.real_ct.parent.name}/{args.real_ct.name})")
     log("tolerance")
-    rows += tolerance_rows(bench, "small", args.tolerance_slices)
-    weights = tolerance_model("small")[1]
+    tolerance, weights = tolerance_rows(bench, "small", args.tolerance_slices)
+    rows += tolerance
     log("training")
     rows += training_rows(bench, "small", batch=4, windows=2)
     log("linearity")

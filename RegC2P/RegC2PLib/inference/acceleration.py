@@ -3,8 +3,9 @@
 ``precision``: ``float32``; ``bfloat16`` (convolutions in bfloat16 through
 :func:`torch.autocast`, weights stay float32, results are float32); or ``auto`` (the
 default): bfloat16 where the device has native bfloat16 arithmetic *and* this model file's
-precision record, measured on the same kind of device, (:mod:`.precision_record`) says bfloat16 kept its PET within the tolerance
-of float32 on real and phantom studies; float32 everywhere else. On a CPU without native
+precision record (:mod:`.precision_record`), measured on the same kind of device, says
+bfloat16 kept its PET within the tolerance of float32 on real and phantom studies; float32
+everywhere else. On a CPU without native
 bfloat16 (no AVX512-BF16 or AMX, e.g. an AVX2-only processor) PyTorch emulates it through
 a slow non-oneDNN path (the ``small`` G took 2.3 s per slice instead of 0.035 s in
 float32), so ``bfloat16`` is refused there with a one-line error.

@@ -62,8 +62,8 @@ def refine_windows(
 ) -> torch.Tensor:
     """Apply ``refiner`` to every window of ``volume`` (z, H, W) and average the overlaps.
 
-    Runs ``batch_size`` windows per forward pass on ``device`` in memory format ``layout``; accumulates on the CPU in
-    float32, so memory is one batch of windows plus two volume-sized buffers.
+    Runs ``batch_size`` windows per forward pass on ``device`` in memory format ``layout``;
+    accumulates on the CPU in float32, so memory is one batch of windows plus two volume-sized buffers.
     """
     if volume.shape[0] != plan.n_slices:
         raise ValueError(f"volume has {volume.shape[0]} slices, plan expects {plan.n_slices}")
