@@ -47,7 +47,7 @@ _NETWORKS = ("generator", "refiner")
 # and the SHA-256 of that file (the README publishes the same digest): a shipped model that
 # differs was modified or damaged after release and is refused.
 BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / f"default{SUFFIX}"
-BUNDLED_MODEL_SHA256 = "bfe2d3a478d80ec63eae54e6d5809baaa2f3765acd8b39841daa5ae6c52d3b52"
+BUNDLED_MODEL_SHA256 = "e7aa4eec6e281c78a98e9e4ae7c8086fee3e8fa941c681f200121c55b739b207"
 MAX_INFO_CHARS = 65536  # regc2p_info: the training command and a few paths
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
