@@ -458,10 +458,14 @@ def test_two_processes_train_the_networks_of_one(runs: dict[str, Path], tiny_con
     assert [(r["stage"], r["kind"], r["step"]) for r in one] == [(r["stage"], r["kind"], r["step"]) for r in two]
     assert [r["step"] for r in two if r["kind"] == "train"] == [1, 2, 3, 4] * 2
     assert json.loads((runs["two"] / "run.json").read_text())["processes"] == 2
-    for a, b in zip(one, two):  # the logged losses are the global batch's, as one process logs them
+    # The logged losses and validation figures are the global batch's, as one process logs them.
+    # The two runs' weights differ in the last bits from the first gradient average on (another
+    # summation order), so figures averaged over few voxels, such as the lesion SUV errors, move
+    # a little (measured: 3e-4 relative); a missing gradient average moves them by far more.
+    for a, b in zip(one, two):
         for key, value in a.items():
             if key not in ("seconds", "data_s") and isinstance(value, float):
-                assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-7), (a["stage"], a["step"], key)
+                assert b[key] == pytest.approx(value, rel=1e-3, abs=1e-6), (a["stage"], a["step"], key)
 
 
 @pytest.mark.slow

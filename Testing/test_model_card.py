@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,10 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.fixture(scope="module")
 def model_card() -> Any:
-    sys.path.insert(0, str(BENCHMARKS))  # model_card imports its neighbour baselines.py
-    try:
-        spec = importlib.util.spec_from_file_location("model_card", BENCHMARKS / "model_card.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("model_card", BENCHMARKS / "model_card.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # it finds its neighbour baselines.py itself
     return module
 
 

@@ -4,7 +4,8 @@
   HU→SUV lookup table fitted on the split's training patients (``baselines.py``), pooled
   over the test patients (SUV MAE and bias inside the body, the paper's MAE/SSIM/PSNR,
   tumour SUVmax and SUVmean errors); and, as a bound, the table scaled per patient by the
-  factor that fits that patient's real PET best (an oracle of the uptake level); SUV MAE and
+  factor that fits that patient's real PET best (an oracle of the uptake level: a bound for
+  any per-patient scaling of the table, not for a model); SUV MAE and
   bias away from the tumours (whose uptake a CT does not show).
 * **Head-neck studies** (real): SUV bias in the body, the brain's mean SUV against the
   real PET's (brain: soft tissue inside the skull, found on the CT alone), the largest
@@ -81,7 +82,8 @@ def sarcoma(model, real: Path, manifest: Path) -> dict[str, dict[str, float]]:
     for study in test:
         loaded = load_study(study)
         keep, body = scored_region(loaded)
-        ref = np.asarray(array_view(loaded.pet))[keep]
+        reference = loaded.pet_aligned if loaded.pet_aligned is not None else loaded.pet  # as score_loaded
+        ref = np.asarray(array_view(reference))[keep]
         tumours = np.asarray(array_view(loaded.lesions))[keep] > 0 if loaded.lesions is not None else np.zeros_like(body)
         predictions = {"model": translate_volume(loaded.ct, model, FLOAT32), "lookup": lookup.predict(loaded.ct)}
         values = np.asarray(array_view(predictions["lookup"]))

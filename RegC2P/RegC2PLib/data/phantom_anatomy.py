@@ -230,9 +230,9 @@ def _paint_head(cv: Canvas, plan: BodyPlan) -> None:
     cv.ellipsoid((100 * L, 8.0, 0.0), (90 * h, 91 * h, 74 * h), Tissue.BONE_CORTEX, shell=(6.0, Tissue.BONE_MARROW))
     cv.ellipsoid((150 * L, 42.0, 0.0), (30 * h, 38 * h, 56 * h), Tissue.BONE_CORTEX, over=[Tissue.MUSCLE])
     # Cortex: a real cortex is 2.5-3 mm thick but folded, so an adult brain holds somewhat more
-    # grey matter than white (about 1.2-1.5 : 1 by volume). A smooth 15-mm shell gives the
-    # cerebrum that share (about half, with the deep grey nuclei); the 7-mm shell used before
-    # held a quarter, and a model trained on it gave real brains about 60 % of their uptake.
+    # grey matter than white (about 1.2-1.5 : 1 by volume). A smooth 15-mm shell makes grey
+    # matter about half of the brain (1 : 1, with the deep grey nuclei); the 7-mm shell used
+    # before held a quarter, and a model trained on it gave real brains about 60 % of their uptake.
     cv.ellipsoid((100 * L, 8.0, 0.0), (83 * h, 84 * h, 67 * h), Tissue.BRAIN_GRAY, shell=(15.0, Tissue.BRAIN_WHITE))
     cv.ellipsoid((150 * L, 42.0, 0.0), (22 * h, 30 * h, 48 * h), Tissue.BRAIN_GRAY, over=[Tissue.BONE_CORTEX, Tissue.MUSCLE])
     for side in (-1, 1):
