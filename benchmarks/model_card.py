@@ -37,7 +37,7 @@ from RegC2PLib.data.phantom import PhantomConfig, case_seed, generate_case
 from RegC2PLib.data.phantom_anatomy import Tissue
 from RegC2PLib.data.split import read_manifest, select
 from RegC2PLib.data.studies import MIN_COVERAGE, discover_studies, load_study
-from RegC2PLib.evaluation import score_loaded, score_volume, scored_region, summarize
+from RegC2PLib.evaluation import reference_pet, score_loaded, score_volume, scored_region, summarize
 from RegC2PLib.inference import TranslationOptions, translate_volume
 from RegC2PLib.model_file import bundled_model_path, file_sha256, load_model
 from RegC2PLib.volume_io import array_view, image_like, resample_onto
@@ -82,7 +82,7 @@ def sarcoma(model, real: Path, manifest: Path) -> dict[str, dict[str, float]]:
     for study in test:
         loaded = load_study(study)
         keep, body = scored_region(loaded)
-        reference = loaded.pet_aligned if loaded.pet_aligned is not None else loaded.pet  # as score_loaded
+        reference = reference_pet(loaded)  # what score_loaded scores against
         ref = np.asarray(array_view(reference))[keep]
         tumours = np.asarray(array_view(loaded.lesions))[keep] > 0 if loaded.lesions is not None else np.zeros_like(body)
         predictions = {"model": translate_volume(loaded.ct, model, FLOAT32), "lookup": lookup.predict(loaded.ct)}
@@ -136,10 +136,9 @@ def intracranial(hu: np.ndarray) -> np.ndarray:
 def headneck(model, real: Path) -> dict[str, dict[str, float]]:
     """Per study: SUV bias in the body, brain mean SUV (model and real), largest SUV outside the body."""
     result = {}
-    options = FLOAT32
     for study in discover_studies(real / "headneck")[0]:
         loaded = load_study(study)
-        pred = translate_volume(loaded.ct, model, options)
+        pred = translate_volume(loaded.ct, model, FLOAT32)
         hu = np.asarray(array_view(loaded.ct))
         body = body_mask(hu, loaded.ct.GetSpacing()[::-1])
         covered = loaded.coverage >= MIN_COVERAGE  # the slices score_study scores

@@ -123,10 +123,16 @@ def scored_region(loaded: LoadedStudy) -> tuple[np.ndarray, np.ndarray]:
     return keep, body_mask(array_view(loaded.ct), loaded.ct.GetSpacing()[::-1])[keep]
 
 
+def reference_pet(loaded: LoadedStudy) -> sitk.Image:
+    """What a prediction is scored against: the study's aligned PET when it has one (phantoms),
+    else its PET as acquired (SUV, on the CT's grid)."""
+    return loaded.pet_aligned if loaded.pet_aligned is not None else loaded.pet
+
+
 def score_loaded(name: str, loaded: LoadedStudy, pred: sitk.Image, intensity: IntensityConfig) -> VolumeScores:
-    """Score ``pred`` (a PET in SUV on the CT's grid) against the loaded study's aligned PET
-    (else its PET), over :func:`scored_region`."""
+    """Score ``pred`` (a PET in SUV on the CT's grid) against :func:`reference_pet`, over
+    :func:`scored_region`."""
     keep, body = scored_region(loaded)
-    reference = loaded.pet_aligned if loaded.pet_aligned is not None else loaded.pet
+    reference = reference_pet(loaded)
     lesions = array_view(loaded.lesions)[keep] if loaded.lesions is not None else None
     return score_volume(name, array_view(pred)[keep], array_view(reference)[keep], body, intensity, lesions)
