@@ -44,3 +44,20 @@ def test_best_scale_recovers_a_known_factor(model_card: Any) -> None:
     pred = rng.gamma(2.0, 0.5, (4, 16, 16)).astype(np.float32)
     assert model_card.best_scale(pred, 1.7 * pred) == pytest.approx(1.7, rel=1e-6)
     assert model_card.best_scale(np.zeros(5, np.float32), pred[0, 0, :5]) == 1.0  # nothing to scale
+
+
+def test_held_out_organs_reads_each_organ_against_the_aligned_pet(model_card: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A "model" whose PET is exactly half each phantom's aligned PET scores 50 % on every organ
+    of the held-out drawn phantoms, bladder and myocardium included, in every phantom."""
+    import SimpleITK as sitk
+
+    cases = list(model_card.drawn_cases(2))
+    half = {id(case.ct): sitk.Cast(model_card.resample_onto(case.pet_aligned, case.ct), sitk.sitkFloat32) * 0.5 for case in cases}
+    monkeypatch.setattr(model_card, "translate_volume", lambda ct, model, options: half[id(ct)])
+    organs = model_card.held_out_organs(None, cases)
+    assert {"bladder", "myocardium", "kidney", "brain_gray", "liver"} <= organs.keys()
+    for name, (model_suv, reference_suv, phantoms) in organs.items():
+        assert reference_suv > 0.1, name
+        assert model_suv == pytest.approx(0.5 * reference_suv, rel=1e-5), name
+        assert phantoms == 2, name
+    assert organs["bladder"][1] > 3 * organs["liver"][1]  # the phantoms' own uptake, not a constant

@@ -26,6 +26,7 @@ from RegC2PLib.data.phantom import PhantomConfig, write_dataset
 from RegC2PLib.data.studies import discover_studies, load_study
 from RegC2PLib.errors import InputError
 from RegC2PLib.evaluation import score_volume, summarize
+from RegC2PLib.inference import TranslationOptions, translate_volume
 from RegC2PLib.intensity import network_to_pet
 from RegC2PLib.model_file import file_sha256, load_model, new_model, save_model
 from RegC2PLib.networks import RegistrationNet, smoothness_loss, warp
@@ -382,6 +383,29 @@ def test_init_from_starts_g_and_f_from_a_model_file(dataset: Path, tmp_path: Pat
     with pytest.raises(InputError, match="holds other networks than this run asks for: generator GeneratorConfig"):
         train(RunOptions(tmp_path / "other", dataset, preset("small"), TrainConfig(init_from=str(start))))
     assert not (tmp_path / "other").exists()
+
+
+def test_fine_tuning_onto_a_wider_pet_scale(dataset: Path, tmp_path: Path, tiny_config: ModelConfig) -> None:
+    """``--pet-suv-max`` with ``--init-from`` re-scales the PET: with learning rates 0 the
+    networks are the start model's, so every SUV of the new model is the start model's times
+    40 / 20 (where neither clips), and the training targets were read on the 40-SUV scale."""
+    start = tmp_path / "start.safetensors"
+    save_model(start, new_model(tiny_config, seed=3))
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(dataset), "--out", str(out), "--init-from", str(start), "--stage", "1"]
+    argv += ["--max-steps", "1", "--epochs", "1", "--lr", "0", "--pet-suv-max", "40", "--progress", "none"]
+    assert main(argv) == 0
+    before, after = load_model(start), load_model(out / "model.safetensors")
+    assert before.config.intensity.pet_suv_max == 20.0 and after.config.intensity.pet_suv_max == 40.0
+    ct = load_study(discover_studies(dataset)[0][0]).ct
+    options = TranslationOptions(precision="float32", body_mask=False, batch_size=4)
+    old = sitk.GetArrayFromImage(translate_volume(ct, before, options))
+    new = sitk.GetArrayFromImage(translate_volume(ct, after, options))
+    inside = (old > 0) & (old < 20)
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(new[inside], 2 * old[inside], rtol=1e-5, atol=1e-5)
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"]["intensity"]["pet_suv_max"] == 40.0
 
 
 def test_keep_last_takes_each_stages_last_weights_instead_of_the_best(

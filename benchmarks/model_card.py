@@ -12,6 +12,8 @@
   SUV outside the body.
 * **Anatomy phantoms** (held out: a seed no training case used): mean SUV per organ against
   the phantom's aligned PET, as a fraction and as a difference.
+* **Drawn phantoms** (held out, the same seed): mean SUV per organ, for the organs the
+  labelled CT does not have (bladder, myocardium, brain), whose uptake is drawn per patient.
 * **Drawn phantom** of ``regc2p demo`` (seed 2024): the paper's MAE and the organ means.
 
     .venv/bin/python benchmarks/model_card.py [--model FILE] [--real DIR_WITH_sts_AND_headneck] \\
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--split", type=Path, default=ROOT / "benchmarks" / "splits" / "sts.json", help="sts split manifest")
     p.add_argument("--anatomy", type=Path, default=ROOT / "Testing" / "data" / "totalseg_upper_abdomen")
     p.add_argument("--anatomy-cases", type=int, default=6, help="held-out anatomy phantoms")
+    p.add_argument("--drawn-cases", type=int, default=10, help="held-out drawn phantoms")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "model-card.json")
     return p.parse_args(argv)
 
@@ -167,17 +171,27 @@ def organ_means(pred: np.ndarray, ref: np.ndarray, organs: np.ndarray, lesions: 
     return out
 
 
-def anatomy_phantoms(model, anatomy: Path, cases: int) -> dict[str, list[float]]:
-    """Per organ over ``cases`` held-out anatomy phantoms: [mean model SUV, mean reference SUV]."""
-    maker = AnatomyMaker(str(anatomy), AnatomyPhantomConfig())
-    sums: dict[str, list[float]] = {}
-    for i in range(cases):
-        case = maker(i, case_seed(HELD_OUT_SEED, i))
+def held_out_organs(model, cases: Iterable) -> dict[str, list[float]]:
+    """Per organ over phantom ``cases`` (anatomy or drawn): [mean model SUV, mean reference SUV,
+    number of phantoms with the organ]; each a mean of the per-phantom organ means."""
+    sums: dict[str, list[tuple[float, float]]] = {}
+    for case in cases:
         pred = array_view(translate_volume(case.ct, model, FLOAT32))
         ref = array_view(resample_onto(case.pet_aligned, case.ct))
         for name, (m, r) in organ_means(pred, ref, array_view(case.organs), array_view(case.lesions)).items():
             sums.setdefault(name, []).append((m, r))
     return {name: [float(np.mean([m for m, _ in v])), float(np.mean([r for _, r in v])), len(v)] for name, v in sums.items()}
+
+
+def anatomy_cases(anatomy: Path, cases: int) -> Iterator:
+    """``cases`` held-out anatomy phantoms made from the labelled CT in ``anatomy``."""
+    maker = AnatomyMaker(str(anatomy), AnatomyPhantomConfig())
+    return (maker(i, case_seed(HELD_OUT_SEED, i)) for i in range(cases))
+
+
+def drawn_cases(cases: int) -> Iterator:
+    """``cases`` held-out drawn (whole-body) phantoms, with the organs the labelled CT lacks."""
+    return (generate_case(PhantomConfig(), case_seed(HELD_OUT_SEED, i)) for i in range(cases))
 
 
 def drawn_phantom(model) -> dict[str, object]:
@@ -229,9 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in hn.items():
             brain = f"{r['brain_model']:.2f} / {r['brain_real']:.2f}" if "brain_model" in r else "no brain in the CT"
             print(f"| {name} | {r['suv_bias_body']:+.3f} | {r['suv_mae_body']:.3f} | {brain} | {r['outside_body_max']:.2f} |")
-    record["anatomy_phantoms"] = anat = anatomy_phantoms(model, args.anatomy, args.anatomy_cases)
+    record["anatomy_phantoms"] = anat = held_out_organs(model, anatomy_cases(args.anatomy, args.anatomy_cases))
     print(f"\n## Held-out anatomy phantoms ({args.anatomy_cases}, seed {HELD_OUT_SEED})\n")
     print(_organ_table(anat))
+    record["drawn_phantoms"] = held = held_out_organs(model, drawn_cases(args.drawn_cases))
+    print(f"\n## Held-out drawn phantoms ({args.drawn_cases}, seed {HELD_OUT_SEED})\n")
+    print(_organ_table(held))
     record["drawn_phantom"] = drawn = drawn_phantom(model)
     print(f"\n## Demo phantom (seed 2024): paper MAE {drawn['scores']['mae']:.1f}\n")
     print(_organ_table(drawn["organs"]))

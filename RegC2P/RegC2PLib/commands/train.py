@@ -38,7 +38,7 @@ DESCRIPTION = (
     "(stage 1 only). The run folder receives the config, the split manifest, checkpoints, metrics.jsonl, curves.png and "
     f"the final model.safetensors. Ctrl-C stops cleanly; --resume continues (and may change {', '.join(RESUME_OVERRIDES)})."
 )
-NETWORK_OPTIONS = ("preset", "image_size", "pixel_mm", "window", "stride")
+NETWORK_OPTIONS = ("preset", "image_size", "pixel_mm", "pet_suv_max", "window", "stride")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,6 +79,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     networks.add_argument("--preset", choices=sorted(PRESETS), help="network sizes")
     networks.add_argument("--image-size", type=int, help="slice size M in pixels (default: the preset's)")
     networks.add_argument("--pixel-mm", type=float, help="in-plane pixel size of the model grid in mm (default: the preset's)")
+    networks.add_argument(
+        "--pet-suv-max",
+        type=float,
+        help="SUV at the top of the PET scale [-1, 1]; higher uptake is clipped to it (default: the preset's, 20)",
+    )
     networks.add_argument("--window", type=int, help="refiner window s in slices (default: the preset's)")
     networks.add_argument("--stride", type=int, help="refiner validation stride k (default: the preset's)")
     add_config_options(parser.add_argument_group("training"), TrainConfig)
@@ -98,6 +103,8 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
     changes: dict[str, object] = {name: getattr(args, name) for name in ("image_size", "pixel_mm")}
     changes = {name: value for name, value in changes.items() if value is not None}
     try:
+        if args.pet_suv_max is not None:
+            changes["intensity"] = dataclasses.replace(model_cfg.intensity, pet_suv_max=args.pet_suv_max)
         if args.window is not None or args.stride is not None:
             window = args.window if args.window is not None else model_cfg.refiner.window
             stride = args.stride if args.stride is not None else min(model_cfg.refiner.stride, max(window, 1))
