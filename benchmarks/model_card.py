@@ -18,7 +18,7 @@
 
     .venv/bin/python benchmarks/model_card.py [--model FILE] [--real DIR_WITH_sts_AND_headneck] \\
         [--split benchmarks/splits/sts.json] [--anatomy Testing/data/totalseg_upper_abdomen] \\
-        [--json benchmarks/results/model-card.json]
+        [--anatomy-cases 6] [--drawn-cases 10] [--json benchmarks/results/model-card.json]
 
 It prints Markdown tables and writes the figures to ``--json``.
 """
